@@ -53,9 +53,13 @@ class Geometry:
         affine: Any,
         frame_of_reference_uid: str | None = None,
     ) -> None:
-        shape = tuple(int(n) for n in shape)
-        if len(shape) != 3 or min(shape) < 1:
-            raise GeometryError(f"shape must be three positive sizes (i, j, k), got {shape}")
+        try:
+            sizes = tuple(shape)
+            shape = tuple(int(n) for n in sizes)
+        except (TypeError, ValueError):
+            raise GeometryError(f"shape must be three positive sizes (i, j, k), got {shape!r}") from None
+        if len(shape) != 3 or min(shape) < 1 or shape != sizes:
+            raise GeometryError(f"shape must be three positive sizes (i, j, k), got {sizes}")
         matrix = np.array(affine, dtype=np.float64)
         if matrix.shape != (4, 4):
             raise GeometryError(f"affine must be 4x4, got shape {matrix.shape}")
@@ -172,6 +176,16 @@ class Geometry:
         """Volume of one voxel in millilitres."""
         return float(abs(np.linalg.det(self._affine[:3, :3]))) / 1000.0
 
+    def to_dict(self) -> dict[str, Any]:
+        """Size, spacing, origin, direction (9 values, column by column, as ITK lists them) and orientation."""
+        return {
+            "size": list(self._shape),
+            "spacing": [round(v, 6) for v in self.spacing],
+            "origin": [round(v, 6) for v in self.origin],
+            "direction": [round(float(v), 6) for v in self.direction.flatten(order="F")],
+            "orientation": self.orientation_code,
+        }
+
     # -- mapping ----------------------------------------------------------------------
 
     def index_to_physical(self, index: Any) -> np.ndarray:
@@ -225,7 +239,8 @@ class Geometry:
         )
 
     def __hash__(self) -> int:
-        return hash((self._shape, self._affine.tobytes(), self._frame_of_reference_uid))
+        # + 0.0 turns -0.0 into 0.0: equal affines (per __eq__) must hash alike.
+        return hash((self._shape, (self._affine + 0.0).tobytes(), self._frame_of_reference_uid))
 
     def __repr__(self) -> str:
         return (

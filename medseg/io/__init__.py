@@ -50,7 +50,7 @@ def read_image(
 
 
 def write_image(volume: Volume, path: str | os.PathLike[str]) -> Path:
-    """Write a volume in the format its path names (.nii[.gz], .nrrd, .nhdr, .mha), atomically."""
+    """Write a volume in the format its path names (.nii[.gz], .nrrd, .mha), atomically."""
     fmt = image_format(path)
     if fmt == "nifti":
         return write_nifti(volume, path)

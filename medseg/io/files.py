@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
+import secrets
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,15 +23,28 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(target.suffixes) or ".tmp"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _reserve(target.parent, f".{target.name}.", suffix)
     try:
         yield tmp
         os.replace(tmp, target)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _reserve(folder: Path, prefix: str, suffix: str) -> Path:
+    """Create an empty, uniquely named file as ``open()`` would: mode 0o666 less the umask.
+
+    :func:`tempfile.mkstemp` would make it 0o600, and the written file would keep that.
+    """
+    for _ in range(100):
+        candidate = folder / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"{folder}: found no free temporary name {prefix}*{suffix}")
 
 
 def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:

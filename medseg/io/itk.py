@@ -15,6 +15,9 @@ from medseg.io.nifti import label_dtype
 from medseg.volume import Volume, VolumeKind
 
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+#: Header-only formats we read but do not write: the atomic rename would move the
+#: header and leave its data file under a temporary name. Maps to the one-file form.
+_DETACHED = {".mhd": ".mha", ".nhdr": ".nrrd"}
 
 
 def read_itk(path: str | os.PathLike[str], *, kind: VolumeKind | str = VolumeKind.IMAGE) -> Volume:
@@ -45,9 +48,13 @@ def write_itk(volume: Volume, path: str | os.PathLike[str]) -> Path:
 
     Raises:
         GeometryError: the grid is sheared, which ITK images cannot represent.
+        InputError: the path names a header-only format (.mhd, .nhdr).
     """
-    if Path(path).suffix.lower() == ".mhd":
-        raise InputError(f"{path}: .mhd needs a separate .raw file; write .mha (one file) instead")
+    suffix = Path(path).suffix.lower()
+    if suffix in _DETACHED:
+        raise InputError(
+            f"{path}: {suffix} needs a separate data file; write {_DETACHED[suffix]} (one file) instead"
+        )
     geometry = volume.geometry
     if not geometry.is_orthogonal:
         raise GeometryError(

@@ -1,6 +1,6 @@
 """DICOM reading: discover series in folder trees and read them as volumes."""
 
-from medseg.io.dicom.discovery import DicomScan, DicomSeries, scan
+from medseg.io.dicom.discovery import DicomScan, DicomSeries, find_files, scan, scan_files
 from medseg.io.dicom.headers import Frame, SeriesHeader, SkippedFile
 from medseg.io.dicom.reader import DicomReadOptions, read_dicom, read_series
 from medseg.io.dicom.stack import Problem
@@ -15,5 +15,7 @@ __all__ = [
     "SkippedFile",
     "read_dicom",
     "read_series",
+    "find_files",
     "scan",
+    "scan_files",
 ]

@@ -78,7 +78,6 @@ class DicomSeries:
 
     def to_dict(self) -> dict[str, Any]:
         """The series as plain JSON-able data (what ``medseg info --json`` prints)."""
-        g = self.geometry
         return {
             "series_uid": self.series_uid,
             "study_uid": self.header.study_instance_uid,
@@ -93,11 +92,7 @@ class DicomSeries:
             "units": self.header.units,
             "num_slices": len(self.frames),
             "num_files": len(self.files),
-            "size": list(g.shape),
-            "spacing": [round(v, 6) for v in g.spacing],
-            "origin": [round(v, 6) for v in g.origin],
-            "direction": [round(float(v), 6) for v in g.direction.flatten(order="F")],
-            "orientation": g.orientation_code,
+            **self.geometry.to_dict(),
             "is_localizer": self.is_localizer,
             "problems": [{"code": p.code, "message": p.message} for p in self.problems],
             "first_file": self.frames[0].path,
@@ -144,7 +139,11 @@ def scan(
     Raises:
         InputError: ``path`` does not exist.
     """
-    files = find_files(path)
+    return scan_files(find_files(path), progress=progress)
+
+
+def scan_files(files: Sequence[str], *, progress: ProgressCallback | None = None) -> DicomScan:
+    """Like :func:`scan`, for an explicit list of files."""
     frames: list[Frame] = []
     skipped: list[SkippedFile] = []
     for done, result in enumerate(map(read_frames, files), start=1):

@@ -1,0 +1,75 @@
+"""``medseg convert INPUT OUTPUT``: DICOM series to NIfTI, and NIfTI/NRRD/MHA into each other."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "convert DICOM series to NIfTI (one file per series), or NIfTI/NRRD/MHA into each other"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "convert",
+        help=HELP,
+        description=HELP + ". A DICOM folder or tree becomes one file per image series in OUTPUT "
+        "(a folder), named from series number, description and a UID hash, plus a JSON sidecar with "
+        "the series' attributes and SOP Instance UIDs. A single image file converts to OUTPUT "
+        "(format from its extension). Existing outputs are kept, so re-running resumes. "
+        "Exit code 0: all converted; 1: some series failed (listed); 2: usage error.",
+    )
+    parser.add_argument("input", type=Path, help="DICOM folder/tree/file, or a NIfTI/NRRD/MHA file or folder of them")
+    parser.add_argument("output", type=Path, help="output folder (or output file for a single image file)")
+    parser.add_argument(
+        "--format", choices=("nifti", "nrrd", "mha"), default="nifti", help="format of series written into a folder"
+    )
+    parser.add_argument(
+        "--irregular",
+        choices=("refuse", "resample"),
+        default="refuse",
+        help="series with missing slices or uneven spacing: refuse (default) or resample onto a regular grid",
+    )
+    parser.add_argument(
+        "--tilt",
+        choices=("resample", "keep", "refuse"),
+        default="resample",
+        help="gantry-tilted series: resample onto an orthogonal grid (default), keep the sheared grid "
+        "(NIfTI only), or refuse",
+    )
+    parser.add_argument("--include-localizers", action="store_true", help="also convert localizer/scout series")
+    parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    parser.add_argument("--no-sidecar", action="store_true", help="do not write the JSON sidecar files")
+    parser.add_argument("--workers", type=int, default=None, help="processes for decoding compressed DICOM")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from medseg.cli._render import progress_bar, stdout
+    from medseg.convert import ConvertOptions, convert
+    from medseg.io.dicom import DicomReadOptions
+
+    if not args.input.exists():
+        raise FileNotFoundError(f"{args.input}: no such file or folder")
+    if args.workers is not None and args.workers < 1:
+        raise FileNotFoundError(f"--workers must be at least 1, got {args.workers}")
+    options = ConvertOptions(
+        format=args.format,
+        dicom=DicomReadOptions(irregular=args.irregular, tilt=args.tilt, workers=args.workers),
+        include_localizers=args.include_localizers,
+        overwrite=args.overwrite,
+        sidecar=not args.no_sidecar,
+    )
+    with progress_bar(not args.quiet) as progress:
+        report = convert(args.input, args.output, options=options, progress=progress)
+    style = {"converted": "green", "exists": "cyan", "skipped": "yellow", "failed": "red"}
+    for result in report.results:
+        where = f" -> {result.output}" if result.output else ""
+        note = f" ({result.message})" if result.message else ""
+        stdout.print(f"[{style[result.status]}]{result.status:>9}[/] {result.name}{where}{note}")
+    if report.skipped_files:
+        stdout.print(f"{len(report.skipped_files)} file(s) without an image skipped (see `medseg info --all`)")
+    counts = {s: sum(r.status == s for r in report.results) for s in style}
+    stdout.print(", ".join(f"{n} {s}" for s, n in counts.items() if n) or "nothing to convert")
+    if not report.results:
+        return 1
+    return 1 if report.failed else 0

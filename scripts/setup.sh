@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up medseg in a virtual environment (./.venv, or $MEDSEG_VENV) for use and development.
+#
+# Where no NVIDIA GPU is present, PyTorch's CPU build is installed first (a plain
+# `pip install torch` on Linux pulls gigabytes of CUDA libraries that such a machine
+# cannot use). With a GPU, pip's default CUDA build is kept. Users who prefer their
+# own environment can simply `pip install -e .` (or `pip install medseg`) instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=${MEDSEG_VENV:-.venv}
+python=${PYTHON:-python3}
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+pip=("$venv/bin/python" -m pip)
+
+if ! "$venv/bin/python" -c "import torch" >/dev/null 2>&1; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    echo "setup: NVIDIA GPU found, installing PyTorch's default (CUDA) build"
+  else
+    echo "setup: no NVIDIA GPU, installing PyTorch's CPU build"
+    # A local CPU wheel (machines that provide one via pip's find-links), else PyTorch's CPU index.
+    "${pip[@]}" install "torch==2.13.0+cpu" 2>/dev/null \
+      || "${pip[@]}" install torch --index-url https://download.pytorch.org/whl/cpu
+  fi
+fi
+"${pip[@]}" install -e ".[test]"
+echo "setup: done; run medseg as $venv/bin/medseg (or activate: . $venv/bin/activate)"
