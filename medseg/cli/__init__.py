@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"medseg {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except MedsegError as exc:
+    except (MedsegError, OSError) as exc:  # OSError: unwritable output, full disk, ...
         if args.debug:
             raise
         print(f"medseg {args.command}: error: {exc}", file=sys.stderr)

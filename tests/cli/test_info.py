@@ -1,0 +1,64 @@
+"""`medseg info`: what a folder holds, as text and JSON."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from medseg.cli import main
+from medseg.geometry import Geometry
+from medseg.io import write_image
+from tests import factories
+
+REQUIRED = {"series_uid", "modality", "size", "spacing", "origin", "direction", "is_localizer", "problems"}
+
+
+def _folder_with_localizer(tmp_path):
+    image, _ = factories.phantom_pair()
+    factories.write_series(image, tmp_path / "ct", series_number=2, series_description="CT")
+    scout_geometry = Geometry.from_spacing((40, 30, 1), (4.0, 4.0, 1.0), (-80, 0, -60), factories.rotation("x", 90))
+    scout, _ = factories.phantom_pair(scout_geometry)
+    for path in factories.write_series(scout, tmp_path / "scout", series_number=1, series_description="Scout"):
+        factories.edit_dicom(path, ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"])
+    (tmp_path / "junk.txt").write_text("x")
+    return image
+
+
+def test_json_reports_series_and_flags_localizer(tmp_path, capsys):
+    image = _folder_with_localizer(tmp_path)
+    assert main(["-q", "info", "--json", str(tmp_path)]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert len(entries) == 2 and all(REQUIRED <= set(e) for e in entries)
+    scout, ct = entries  # sorted by series number
+    assert scout["is_localizer"] is True and ct["is_localizer"] is False
+    assert ct["modality"] == "CT" and ct["size"] == list(image.spatial_shape)
+    np.testing.assert_allclose(ct["spacing"], image.geometry.spacing, atol=1e-5)
+    np.testing.assert_allclose(ct["origin"], image.geometry.origin, atol=1e-4)
+    np.testing.assert_allclose(np.reshape(ct["direction"], (3, 3)).T, image.geometry.direction, atol=1e-5)
+    assert ct["problems"] == [] and ct["orientation"] == "LPS"
+
+
+def test_text_lists_problems_and_skipped_files(tmp_path, capsys):
+    image, _ = factories.phantom_pair()
+    paths = factories.write_series(image, tmp_path / "ct", series_number=9, series_description="gappy")
+    paths[3].unlink()
+    (tmp_path / "junk.txt").write_text("x")
+    assert main(["-q", "info", "--all", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "#9 gappy" in out and "1 slice(s) missing" in out
+    assert "junk.txt: not a DICOM file" in out
+
+
+def test_image_file(tmp_path, capsys):
+    image = factories.ramp_volume()
+    write_image(image, tmp_path / "r.nrrd")
+    assert main(["info", "--json", str(tmp_path / "r.nrrd")]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    assert entry["size"] == list(image.spatial_shape) and entry["dtype"] == "int32"
+
+
+def test_no_series_is_an_error(tmp_path, capsys):
+    (tmp_path / "a.txt").write_text("x")
+    assert main(["-q", "info", str(tmp_path)]) == 1
+    assert "no image series" in capsys.readouterr().err
