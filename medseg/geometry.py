@@ -177,12 +177,16 @@ class Geometry:
         return float(abs(np.linalg.det(self._affine[:3, :3]))) / 1000.0
 
     def to_dict(self) -> dict[str, Any]:
-        """Size, spacing, origin, direction (9 values, column by column, as ITK lists them) and orientation."""
+        """Size, spacing, origin, direction and orientation as plain lists.
+
+        ``direction`` is the 3x3 matrix row by row, exactly as SimpleITK's
+        ``GetDirection()`` lists it (its columns are the unit vectors of i, j, k).
+        """
         return {
             "size": list(self._shape),
             "spacing": [round(v, 6) for v in self.spacing],
             "origin": [round(v, 6) for v in self.origin],
-            "direction": [round(float(v), 6) for v in self.direction.flatten(order="F")],
+            "direction": [round(float(v), 6) for v in self.direction.flatten()],
             "orientation": self.orientation_code,
         }
 

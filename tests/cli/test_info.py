@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import SimpleITK as sitk
 
 from medseg.cli import main
 from medseg.geometry import Geometry
@@ -35,8 +36,15 @@ def test_json_reports_series_and_flags_localizer(tmp_path, capsys):
     assert ct["modality"] == "CT" and ct["size"] == list(image.spatial_shape)
     np.testing.assert_allclose(ct["spacing"], image.geometry.spacing, atol=1e-5)
     np.testing.assert_allclose(ct["origin"], image.geometry.origin, atol=1e-4)
-    np.testing.assert_allclose(np.reshape(ct["direction"], (3, 3)).T, image.geometry.direction, atol=1e-5)
+    np.testing.assert_allclose(np.reshape(ct["direction"], (3, 3)), image.geometry.direction, atol=1e-5)
     assert ct["problems"] == [] and ct["orientation"] == "LPS"
+    # The same numbers, in the same order, as SimpleITK gives for the series.
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(tmp_path / "ct")))
+    itk = reader.Execute()
+    np.testing.assert_allclose(ct["direction"], itk.GetDirection(), atol=1e-5)
+    np.testing.assert_allclose(ct["origin"], itk.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(ct["spacing"], itk.GetSpacing(), atol=1e-5)
 
 
 def test_text_lists_problems_and_skipped_files(tmp_path, capsys):

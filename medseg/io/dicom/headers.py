@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydicom
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 _LOCALIZER_WORDS = re.compile(
     r"\b(locali[sz]er|scout|survey|topogram|scanogram|surview|tri-?pilot|3-?plane loc)",
@@ -97,14 +98,17 @@ class _Skip(Exception):
 
 
 def _frames_of(path: str, ds: Dataset) -> list[Frame]:
+    _check_complete(path, ds)  # first: reading an element's value loses where it lay in the file
     sop_class = UID(str(ds.get("SOPClassUID", "") or getattr(ds.file_meta, "MediaStorageSOPClassUID", "")))
     modality = _str(ds.get("Modality"))
     kind = sop_class.name if sop_class else "unknown SOP class"
     if sop_class == "1.2.840.10008.1.3.10":
         raise _Skip("DICOMDIR (a media index, no images)")
+    if "PixelData" not in ds and modality not in _NON_IMAGE_MODALITIES and kind.endswith("Image Storage"):
+        # An image object without pixel data: cut short where an element ends (or in an element's header).
+        raise _Skip(f"truncated or incomplete: a {kind} object without pixel data")
     if modality in _NON_IMAGE_MODALITIES or "PixelData" not in ds:
         raise _Skip(f"not an image ({kind}, modality {modality or 'unknown'})")
-    _check_pixel_data_complete(path, ds)
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         raise _Skip(f"colour image ({ds.get('PhotometricInterpretation')}), not a scan slice")
 
@@ -211,16 +215,25 @@ def _stand_in_key(path: str, ds: Dataset) -> str:
     return "no-uid:" + hashlib.sha1("\x00".join(parts).encode()).hexdigest()[:16]
 
 
-def _check_pixel_data_complete(path: str, ds: Dataset) -> None:
-    """Refuse a file cut short: its pixel data would run past the end of the file."""
-    raw = ds.get_item("PixelData")
+def _check_complete(path: str, ds: Dataset) -> None:
+    """Refuse a file cut short: its last element would run past the end of the file.
+
+    pydicom stops quietly at the end of a short file, so a file cut in its header
+    would otherwise pass for a non-image object. That last element is the pixel
+    data unless the cut came earlier.
+    """
+    if not len(ds) or ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        return  # a deflated data set is read from memory: its offsets are not file offsets
+    tag = max(ds.keys())
+    raw = ds.get_item(tag, keep_deferred=True)  # a deferred read would load (and hide) the value
     tell = getattr(raw, "value_tell", None)
     length = getattr(raw, "length", None)
     if tell is None or length in (None, 0xFFFFFFFF):
         return
     size = os.path.getsize(path)
     if tell + length > size:
-        raise _Skip(f"truncated: pixel data needs {length} bytes but the file ends after {size - tell}")
+        what = "pixel data" if tag == 0x7FE00010 else f"element {tag} ({keyword_for_tag(tag) or 'private'})"
+        raise _Skip(f"truncated: {what} needs {length} bytes but the file ends after {size - tell}")
 
 
 def _units(ds: Dataset, modality: str | None) -> str | None:
