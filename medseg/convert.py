@@ -203,11 +203,11 @@ def _image_name(source: Path, fmt: str) -> str:
 
 def _sidecar(series: DicomSeries, volume: Volume) -> str:
     """The series' attributes, the grid written (which differs from the acquired one if
-    resampled) and the SOP Instance UIDs of the acquired slices in order."""
+    resampled) and the SOP Instance UIDs of the acquired slices, in order along the normal."""
     info = series.to_dict()
     info.pop("first_file", None)
     info["acquired"] = {k: info.pop(k) for k in ("size", "spacing", "origin", "direction", "orientation")}
     info.update(volume.geometry.to_dict())
-    info["resampled"] = volume.geometry.shape != series.geometry.shape or not volume.geometry.is_close(series.geometry)
-    info["sop_instance_uids"] = list(volume.source.sop_instance_uids)
+    info["resampled"] = volume.source.resampled
+    info["sop_instance_uids"] = [f.sop_instance_uid for f in series.frames]
     return json.dumps(info, indent=2) + "\n"

@@ -35,7 +35,10 @@ class SourceSeries:
 
     ``sop_instance_uids`` (and ``files``) follow the volume's ``k`` axis. For an
     enhanced multi-frame source, every slice names the same instance and
-    ``frame_numbers`` (1-based, as DICOM counts) says which frame.
+    ``frame_numbers`` (1-based, as DICOM counts) says which frame. A volume
+    ``resampled`` off the acquired slices (gaps filled, gantry tilt undone) has
+    no per-slice references: its slices are not the stored instances. A UID is
+    None where an anonymiser blanked it.
     """
 
     modality: str | None = None
@@ -44,10 +47,11 @@ class SourceSeries:
     series_number: int | None = None
     series_description: str | None = None
     sop_class_uid: str | None = None
-    sop_instance_uids: tuple[str, ...] = ()
+    sop_instance_uids: tuple[str | None, ...] = ()
     frame_numbers: tuple[int, ...] | None = None
     files: tuple[str, ...] = ()
     units: str | None = None
+    resampled: bool = False
 
 
 @dataclass(frozen=True)

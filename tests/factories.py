@@ -77,13 +77,16 @@ def tilted_geometry(
     shape: tuple[int, int, int] = (30, 26, 10),
     spacing: tuple[float, float, float] = (1.6, 1.4, 3.0),
     origin: tuple[float, float, float] = (-23.0, -17.5, 31.0),
+    feet_first: bool = False,
 ) -> Geometry:
     """A gantry-tilted axial stack as acquired: rows and columns stay axial, each slice moves
-    ``spacing[2]`` mm along z and ``spacing[2] * tan(degrees)`` mm along y (a sheared grid)."""
+    ``spacing[2]`` mm along z and ``spacing[2] * tan(degrees)`` mm along y (a sheared grid).
+    ``feet_first`` flips x and z as :func:`axial_geometry` does."""
+    flip = -1.0 if feet_first else 1.0
     step = spacing[2]
     affine = np.eye(4)
-    affine[0, 0], affine[1, 1] = spacing[0], spacing[1]
-    affine[:3, 2] = [0.0, step * np.tan(np.deg2rad(degrees)), step]
+    affine[0, 0], affine[1, 1] = flip * spacing[0], spacing[1]
+    affine[:3, 2] = [0.0, step * np.tan(np.deg2rad(degrees)), flip * step]
     affine[:3, 3] = origin
     return Geometry(shape, affine, frame_of_reference_uid="1.2.3.4.7")
 

@@ -68,7 +68,8 @@ class DicomSeries:
 
     @property
     def transfer_syntaxes(self) -> tuple[str, ...]:
-        return (self.header.transfer_syntax_uid,)
+        """Distinct transfer syntaxes of the files (an archive may have re-encoded only some)."""
+        return tuple(dict.fromkeys(f.header.transfer_syntax_uid for f in self.frames))
 
     def describe(self) -> str:
         """A short human name: number, description and part."""

@@ -43,10 +43,14 @@ def read_stored_values(
     by_file: dict[str, list[int]] = defaultdict(list)  # path -> positions in `frames`
     for position, frame in enumerate(frames):
         by_file[frame.path].append(position)
-    deflated = frames[0].header.transfer_syntax_uid == DeflatedExplicitVRLittleEndian
-    jobs = [(path, [frames[p].frame_index for p in positions], deflated) for path, positions in by_file.items()]
+    # Each file's own transfer syntax: an archive may have re-encoded only some files of a series.
+    syntaxes = {path: UID(frames[positions[0]].header.transfer_syntax_uid) for path, positions in by_file.items()}
+    jobs = [
+        (path, [frames[p].frame_index for p in positions], syntaxes[path] == DeflatedExplicitVRLittleEndian)
+        for path, positions in by_file.items()
+    ]
     workers = workers if workers is not None else (os.cpu_count() or 1)
-    compressed = UID(frames[0].header.transfer_syntax_uid).is_compressed
+    compressed = any(uid.is_compressed for uid in syntaxes.values())
     use_pool = compressed and workers > 1 and len(jobs) >= _MIN_FILES_FOR_POOL and sys.platform == "linux"
 
     out: np.ndarray | None = None
@@ -55,12 +59,13 @@ def read_stored_values(
     def place(path: str, arrays: list[np.ndarray]) -> None:
         nonlocal out, done
         for position, array in zip(by_file[path], arrays):
+            dtype = array.dtype.newbyteorder("=")  # big-endian files decode to big-endian arrays
             if out is None:
-                out = np.empty((len(frames), *array.shape), dtype=array.dtype)
+                out = np.empty((len(frames), *array.shape), dtype=dtype)
             elif array.shape != out.shape[1:]:
                 raise DicomError(f"{path}: image is {array.shape}, the series' other slices {out.shape[1:]}")
-            elif array.dtype != out.dtype:
-                out = out.astype(np.result_type(out.dtype, array.dtype))
+            elif dtype != out.dtype:
+                out = out.astype(np.result_type(out.dtype, dtype))
             out[position] = array
         done += 1
         if progress is not None:

@@ -97,7 +97,8 @@ def read_series(
     stored = read_stored_values(layout.frames, workers=options.workers, progress=progress)
     values = to_physical(stored, [f.slope for f in layout.frames], [f.intercept for f in layout.frames])
     geometry = layout.geometry
-    if irregular or (tilted and options.tilt == "resample"):
+    resampled = bool(irregular) or (tilted and options.tilt == "resample")
+    if resampled:
         values, geometry = _resample_to_regular(values, layout)
         for code in irregular + ([GANTRY_TILT] if tilted else []):
             log.warning("series %s: %s; resampled onto a regular grid", series.series_uid, _message(layout, code))
@@ -109,6 +110,8 @@ def read_series(
     header = series.header
     frames = layout.frames
     multiframe = frames[0].frame_index is not None
+    # Per-slice references hold only while k still is the acquired slice order.
+    per_slice = () if resampled else frames
     source = SourceSeries(
         modality=header.modality,
         study_instance_uid=header.study_instance_uid,
@@ -116,9 +119,10 @@ def read_series(
         series_number=header.series_number,
         series_description=header.series_description,
         sop_class_uid=header.sop_class_uid,
-        sop_instance_uids=tuple(f.sop_instance_uid for f in frames),
-        frame_numbers=tuple(f.frame_index + 1 for f in frames) if multiframe else None,  # type: ignore[operator]
-        files=tuple(f.path for f in frames),
+        sop_instance_uids=tuple(f.sop_instance_uid for f in per_slice),
+        frame_numbers=tuple(f.frame_index + 1 for f in per_slice) if multiframe else None,  # type: ignore[operator]
+        files=tuple(f.path for f in per_slice),
+        resampled=resampled,
         units=header.units,
     )
     log.info(

@@ -18,9 +18,10 @@ from pydicom.uid import (
     JPEGLossless,
     JPEGLSLossless,
     RLELossless,
+    generate_uid,
 )
 
-from medseg.io.dicom import read_dicom, scan
+from medseg.io.dicom import read_dicom, read_series, scan
 from tests import factories
 
 requires_dcmcjpeg = pytest.mark.skipif(
@@ -128,3 +129,27 @@ def test_dcmtk_jpeg_lossless_8bit_is_exact(tmp_path):
     factories.dcmtk_compress(plain, tmp_path / "jpeg", "+e1")
     volume = read_dicom(tmp_path / "jpeg")
     np.testing.assert_array_equal(volume.channel(0), stored)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian),
+        (DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian),
+        (JPEG2000Lossless, ImplicitVRLittleEndian),
+        (RLELossless, JPEGLSLossless),
+    ],
+    ids=lambda uid: uid.keyword,
+)
+def test_series_with_files_in_different_syntaxes(tmp_path, phantom_image, first, second):
+    """An archive that re-encoded only some files: each file is decoded by its own transfer syntax."""
+    uid = generate_uid()
+    paths_a = factories.write_series(phantom_image, tmp_path / "a", transfer_syntax=first, series_instance_uid=uid)
+    paths_b = factories.write_series(phantom_image, tmp_path / "b", transfer_syntax=second, series_instance_uid=uid)
+    for k in range(phantom_image.spatial_shape[2]):  # even slices from the first syntax, odd from the second
+        (paths_b if k % 2 == 0 else paths_a)[k].unlink()
+
+    (series,) = scan(tmp_path).series
+    assert set(series.transfer_syntaxes) == {first, second}
+    volume = read_series(series)
+    np.testing.assert_array_equal(volume.channel(0), phantom_image.channel(0))
