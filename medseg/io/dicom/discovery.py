@@ -20,9 +20,13 @@ import numpy as np
 from medseg.errors import InputError
 from medseg.geometry import Geometry
 from medseg.io.dicom.headers import Frame, SeriesHeader, SkippedFile, read_frames
+from medseg.io.dicom.parallel import default_workers, ordered_map
 from medseg.io.dicom.stack import MISSING_UID, Problem, StackLayout, analyze_stack
 
 ProgressCallback = Callable[[int, int], None]
+
+# Below this many files, forking workers costs more than it saves.
+_MIN_FILES_FOR_POOL = 64
 
 
 @dataclass(frozen=True)
@@ -129,25 +133,31 @@ def find_files(path: str | os.PathLike[str]) -> list[str]:
 def scan(
     path: str | os.PathLike[str],
     *,
+    workers: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> DicomScan:
     """Discover every DICOM image series under ``path``.
 
     Args:
         path: a folder (searched recursively) or a single file.
+        workers: processes for reading headers (default: one per core; 1 for none).
         progress: called as ``progress(done, total)`` while headers are read.
 
     Raises:
         InputError: ``path`` does not exist.
     """
-    return scan_files(find_files(path), progress=progress)
+    return scan_files(find_files(path), workers=workers, progress=progress)
 
 
-def scan_files(files: Sequence[str], *, progress: ProgressCallback | None = None) -> DicomScan:
-    """Like :func:`scan`, for an explicit list of files."""
+def scan_files(
+    files: Sequence[str], *, workers: int | None = None, progress: ProgressCallback | None = None
+) -> DicomScan:
+    """Like :func:`scan`, for an explicit list of files; large lists are read by one process per core."""
     frames: list[Frame] = []
     skipped: list[SkippedFile] = []
-    for done, result in enumerate(map(read_frames, files), start=1):
+    workers = workers if workers is not None else default_workers()
+    results = ordered_map(read_frames, files, workers=workers, min_items=_MIN_FILES_FOR_POOL)
+    for done, result in enumerate(results, start=1):
         if isinstance(result, SkippedFile):
             skipped.append(result)
         else:

@@ -13,16 +13,18 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pydicom
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 _LOCALIZER_WORDS = re.compile(
     r"\b(locali[sz]er|scout|survey|topogram|scanogram|surview|tri-?pilot|3-?plane loc)",
     re.IGNORECASE,
 )
+_RAW_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 _NON_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "REG", "FID", "DOC"}
 
 
@@ -47,6 +49,26 @@ class SeriesHeader:
 
 
 @dataclass(frozen=True)
+class PixelEncoding:
+    """How a file stores its pixels.
+
+    ``raw_offset`` is the byte offset of uncompressed little-endian pixel data
+    in the file (None when it must go through a decoder): such data can be read
+    straight into place without parsing the file again.
+    """
+
+    bits_allocated: int
+    bits_stored: int
+    signed: bool
+    raw_offset: int | None = None
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The type pydicom decodes these pixels to (native byte order)."""
+        return np.dtype(f"{'i' if self.signed else 'u'}{max(1, self.bits_allocated // 8)}")
+
+
+@dataclass(frozen=True)
 class Frame:
     """One 2D image: a single-frame file, or one frame of a multi-frame file."""
 
@@ -67,6 +89,7 @@ class Frame:
     echo: float | None = None
     temporal_index: int | None = None
     stack_id: str | None = None
+    encoding: PixelEncoding = PixelEncoding(16, 16, False)
 
 
 @dataclass(frozen=True)
@@ -137,7 +160,8 @@ def _frames_of(path: str, ds: Dataset) -> list[Frame]:
     rows, columns = int(ds.Rows), int(ds.Columns)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
-        return [_enhanced_frame(path, ds, i, header, sop_uid, rows, columns) for i in range(n_frames)]
+        encoding = _encoding(ds, rows * columns * n_frames)
+        return [_enhanced_frame(path, ds, i, header, sop_uid, rows, columns, encoding) for i in range(n_frames)]
     if n_frames != 1:
         raise _Skip(f"multi-frame image without functional groups ({kind}), no per-frame geometry")
     if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
@@ -160,12 +184,20 @@ def _frames_of(path: str, ds: Dataset) -> list[Frame]:
             acquisition_number=_int(ds.get("AcquisitionNumber")),
             echo=_float(_first(ds.get("EchoNumbers"))),
             temporal_index=_int(ds.get("TemporalPositionIdentifier")),
+            encoding=_encoding(ds, rows * columns),
         )
     ]
 
 
 def _enhanced_frame(
-    path: str, ds: Dataset, index: int, header: SeriesHeader, sop_uid: str, rows: int, columns: int
+    path: str,
+    ds: Dataset,
+    index: int,
+    header: SeriesHeader,
+    sop_uid: str | None,
+    rows: int,
+    columns: int,
+    encoding: PixelEncoding,
 ) -> Frame:
     def group(name: str) -> Dataset | None:
         for container in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
@@ -204,6 +236,7 @@ def _enhanced_frame(
         echo=_float(echo.get("EffectiveEchoTime")) if echo is not None else None,
         temporal_index=_int(content.get("TemporalPositionIndex")) if content is not None else None,
         stack_id=_str(content.get("StackID")) if content is not None else None,
+        encoding=encoding,
     )
 
 
@@ -234,6 +267,21 @@ def _check_complete(path: str, ds: Dataset) -> None:
     if tell + length > size:
         what = "pixel data" if tag == 0x7FE00010 else f"element {tag} ({keyword_for_tag(tag) or 'private'})"
         raise _Skip(f"truncated: {what} needs {length} bytes but the file ends after {size - tell}")
+
+
+def _encoding(ds: Dataset, pixels: int) -> PixelEncoding:
+    """Bits and signedness, and where raw little-endian pixel data start in the file."""
+    allocated = int(ds.get("BitsAllocated", 16) or 16)
+    stored = int(ds.get("BitsStored", allocated) or allocated)
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    offset = None
+    if ds.file_meta.get("TransferSyntaxUID") in _RAW_SYNTAXES and allocated in (8, 16, 32):
+        raw = ds.get_item(0x7FE00010, keep_deferred=True)
+        tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
+        expected = pixels * allocated // 8
+        if tell is not None and length in (expected, expected + 1):  # + 1: padding to even length
+            offset = int(tell)
+    return PixelEncoding(allocated, stored, signed, offset)
 
 
 def _units(ds: Dataset, modality: str | None) -> str | None:
