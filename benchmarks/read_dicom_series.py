@@ -135,6 +135,7 @@ class Result:
 
     array: np.ndarray
     stages: dict[str, float]
+    cpu: float = 0.0  # CPU seconds, this process and its finished children (decoding pools)
 
     @property
     def total(self) -> float:
@@ -224,16 +225,28 @@ class Timings:
         return min(self.warm, key=lambda r: r.total)
 
 
+def cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def timed(reader: Callable[[Path], Result], folder: Path) -> Result:
+    start = cpu_seconds()
+    result = reader(folder)
+    result.cpu = cpu_seconds() - start
+    return result
+
+
 def time_readers(folder: Path, repeats: int) -> dict[str, Timings]:
     timings = {name: Timings() for name in READERS}
     # Cold-ish: each reader's first read, right after the files left the page cache.
     for name, reader in READERS.items():
         evict(folder)
-        timings[name].cold = reader(folder)
+        timings[name].cold = timed(reader, folder)
     # Warm: round-robin, so that no reader always follows the same one.
     for _ in range(repeats):
         for name, reader in READERS.items():
-            result = reader(folder)
+            result = timed(reader, folder)
             timings[name].warm.append(result)
             if len(timings[name].warm) > 1:
                 # Keep only the arrays we still need (the first warm one is checked).
@@ -300,14 +313,15 @@ def print_table(key: str, slices: int, folder: Path, timings: dict[str, Timings]
     megabytes = sum(os.path.getsize(folder / n) for n in os.listdir(folder)) / 1e6
     print()
     print(f"== {SYNTAXES[key][1]} ({SYNTAXES[key][0]}): {slices} slices, {megabytes:.1f} MB on disk ==")
-    header = f"{'reader':<13} {'cold s':>8} {'warm s':>8} {'slices/s':>9}   {'warm: discover + read s':<24}"
+    header = f"{'reader':<13} {'cold s':>8} {'warm s':>8} {'slices/s':>9} {'CPU s':>7}   {'warm: discover + read s':<24}"
     print(header)
     print("-" * len(header))
     for name, t in timings.items():
         best = t.best
         stages = " + ".join(f"{v:.3f}" for v in best.stages.values())
         print(
-            f"{name:<13} {t.cold.total:>8.3f} {best.total:>8.3f} {slices / best.total:>9.1f}   {stages:<24}"  # type: ignore[union-attr]
+            f"{name:<13} {t.cold.total:>8.3f} {best.total:>8.3f} {slices / best.total:>9.1f} {best.cpu:>7.2f}   "  # type: ignore[union-attr]
+            f"{stages:<24}"
         )
     medseg = timings["medseg"]
     for other in ("SimpleITK", "pydicom loop"):
@@ -315,7 +329,10 @@ def print_table(key: str, slices: int, folder: Path, timings: dict[str, Timings]
         cold = o.cold.total / medseg.cold.total  # type: ignore[union-attr]
         warm = o.best.total / medseg.best.total
         print(f"ratio {other} / medseg: cold {cold:.2f}x, warm {warm:.2f}x   (> 1: medseg faster)")
-    print(f"(warm = best of {repeats}; cold = first read after evicting the files from the page cache)")
+    print(
+        f"(warm = best of {repeats}; cold = first read after evicting the files from the page cache; "
+        "CPU s = CPU time of the warm read, worker processes included: CPU s / warm s ~ cores kept busy)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
