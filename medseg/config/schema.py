@@ -74,7 +74,7 @@ class Network(_Strict):
 
     architecture: Literal["dynunet"] = "dynunet"
     dimensions: Literal[2, 3]
-    filters: list[PositiveInt] = Field(min_length=2)
+    filters: list[PositiveInt] = Field(min_length=3)  # DynUNet needs at least three levels
     kernel_sizes: list[list[PositiveInt]]
     strides: list[list[PositiveInt]]
     deep_supervision: bool = True

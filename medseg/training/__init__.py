@@ -1,0 +1,1 @@
+"""Training: objectives now; datasets, sampling and the loop arrive with `medseg train`."""

@@ -1,0 +1,43 @@
+"""Losses, optimisers and learning-rate schedules, chosen by name from a pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from monai.losses import DeepSupervisionLoss, DiceCELoss, DiceLoss
+
+from medseg.config.schema import Optimizer, Training
+
+
+def build_loss(training: Training, *, deep_supervision: bool) -> torch.nn.Module:
+    """Dice + cross-entropy (default) or plain Dice on softmax outputs against integer labels.
+
+    With deep supervision the loss takes the network's stacked outputs and
+    weights lower resolutions less (1, 1/2, 1/4, ...), as nnU-Net does.
+    """
+    common = {"to_onehot_y": True, "softmax": True, "include_background": False, "smooth_nr": 1e-5, "smooth_dr": 1e-5}
+    loss: torch.nn.Module = DiceCELoss(**common) if training.loss == "dice_ce" else DiceLoss(**common, batch=True)
+    if deep_supervision:
+        loss = DeepSupervisionLoss(loss, weight_mode="exp")
+    return loss
+
+
+def build_optimizer(parameters: Iterable[torch.nn.Parameter], settings: Optimizer) -> torch.optim.Optimizer:
+    """SGD with (Nesterov) momentum, or AdamW."""
+    if settings.name == "sgd":
+        return torch.optim.SGD(
+            parameters,
+            lr=settings.learning_rate,
+            momentum=settings.momentum,
+            nesterov=settings.nesterov and settings.momentum > 0,
+            weight_decay=settings.weight_decay,
+        )
+    return torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, schedule: str, *, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """``poly`` (lr x (1 - t/T)^0.9, nnU-Net's) or ``cosine`` annealing to zero, stepped once per epoch."""
+    if schedule == "poly":
+        return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=total_steps, power=0.9)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
