@@ -3,16 +3,25 @@
 A phantom is an abdomen-like ellipse of soft tissue in air with a fat layer, a
 spine, and three labelled organs whose size, position and contrast vary with
 the seed. Everything is deterministic for a given seed.
+
+:func:`write_phantom_dataset` writes a training set of them (nnU-Net or
+Decathlon layout) on grids that vary from case to case.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
+from medseg.errors import InputError
 from medseg.geometry import Geometry
+from medseg.io import write_nifti
 from medseg.volume import Segment, Volume, VolumeKind
 
 #: The labels every phantom carries.
@@ -80,3 +89,106 @@ def make_phantom(seed: int = 0, spec: PhantomSpec | None = None, geometry: Geome
     image_volume = Volume(hu, geometry, kind=VolumeKind.IMAGE)
     label_volume = Volume(labels, geometry, kind=VolumeKind.LABEL, segments=PHANTOM_SEGMENTS)
     return image_volume, label_volume
+
+
+#: Folder names :func:`write_phantom_dataset` is meant to write into, by layout.
+PHANTOM_DATASET_NAMES = {"nnunet": "Dataset001_Phantom", "msd": "Task01_Phantom"}
+
+
+def phantom_case_grid(seed: int) -> Geometry:
+    """A small abdominal CT grid, jittered by ``seed``: 2.8-3.8 mm in-plane, 3.5-4.5 mm slices.
+
+    The field of view (300 x 240 x 170 mm, each +-7%: 73-115 x 56-97 x 35-52
+    voxels) moves by up to 10 mm, and one grid in three is turned 2-6 degrees
+    about the patient's z axis.
+    """
+    rng = np.random.default_rng(seed)
+    in_plane = rng.uniform(2.8, 3.8)
+    spacing = np.array([in_plane, in_plane * rng.uniform(0.95, 1.05), rng.uniform(3.5, 4.5)])
+    extent = np.array([300.0, 240.0, 170.0]) * rng.uniform(0.93, 1.07, size=3)
+    shape = np.maximum(np.rint(extent / spacing).astype(int), 8)
+    centre = np.array([0.0, 0.0, -5.0]) + rng.uniform(-10.0, 10.0, size=3)
+    direction = np.eye(3)
+    if rng.uniform() < 1 / 3:
+        angle = np.deg2rad(rng.uniform(2.0, 6.0) * rng.choice([-1.0, 1.0]))
+        c, s = np.cos(angle), np.sin(angle)
+        direction = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    origin = centre - direction @ (spacing * (shape - 1) / 2)
+    return Geometry.from_spacing(tuple(int(n) for n in shape), spacing, origin, direction)
+
+
+def write_phantom_dataset(
+    folder: str | os.PathLike[str],
+    *,
+    num_training: int = 24,
+    num_test: int = 0,
+    layout: Literal["nnunet", "msd"] = "nnunet",
+    seed: int = 0,
+) -> Path:
+    """Write a CT phantom dataset with ground truth, ready for :func:`medseg.datasets.open_dataset`.
+
+    Cases are named ``phantom_001``, ``phantom_002``, ...; the test cases follow
+    the training cases, and their ground truth goes to ``labelsTs/``. Every case
+    has its own anatomy and grid (:func:`phantom_case_grid`), both derived from
+    ``seed`` and the case number, so the dataset is the same on every run.
+
+    Args:
+        folder: the dataset folder to create, e.g. ``.../Dataset001_Phantom``
+            (see :data:`PHANTOM_DATASET_NAMES`); it must be absent or empty.
+        num_training: labelled training cases (``imagesTr``/``labelsTr``).
+        num_test: test cases (``imagesTs``, with ground truth in ``labelsTs``).
+        layout: ``"nnunet"`` (nnU-Net v2 raw: ``<case>_0000.nii.gz``) or ``"msd"``
+            (Decathlon: files listed in ``dataset.json``).
+        seed: varies every case at once.
+
+    Returns:
+        ``folder``.
+
+    Raises:
+        InputError: ``folder`` holds files already, or the layout or counts are invalid.
+    """
+    folder = Path(folder)
+    if layout not in PHANTOM_DATASET_NAMES:
+        raise InputError(f"layout must be one of {sorted(PHANTOM_DATASET_NAMES)}, got {layout!r}")
+    if num_training < 0 or num_test < 0:
+        raise InputError(f"case counts must be 0 or more, got {num_training} training and {num_test} test")
+    if folder.exists() and any(folder.iterdir()):
+        raise InputError(f"{folder}: not empty; write a phantom dataset into a new or empty folder")
+    training, test = [], []
+    for number in range(1, num_training + num_test + 1):
+        case_id = f"phantom_{number:03d}"
+        is_test = number > num_training
+        case_seed = int(np.random.default_rng([seed, number]).integers(2**31))
+        image, labels = make_phantom(case_seed, geometry=phantom_case_grid(case_seed))
+        image_name = f"{case_id}_0000.nii.gz" if layout == "nnunet" else f"{case_id}.nii.gz"
+        images, label_dir = ("imagesTs", "labelsTs") if is_test else ("imagesTr", "labelsTr")
+        write_nifti(image, folder / images / image_name)
+        write_nifti(labels, folder / label_dir / f"{case_id}.nii.gz")
+        entry = {"image": f"./{images}/{case_id}.nii.gz", "label": f"./{label_dir}/{case_id}.nii.gz"}
+        (test if is_test else training).append(entry)
+    names = {s.name: s.number for s in PHANTOM_SEGMENTS}
+    description = f"CT phantoms made by medseg.synthetic.write_phantom_dataset (seed {seed})"
+    if layout == "nnunet":
+        manifest = {
+            "name": "Phantom",
+            "description": description,
+            "channel_names": {"0": "CT"},
+            "labels": {"background": 0, **names},
+            "numTraining": num_training,
+            "file_ending": ".nii.gz",
+        }
+    else:
+        manifest = {
+            "name": "Phantom",
+            "description": description,
+            "tensorImageSize": "3D",
+            "modality": {"0": "CT"},
+            "labels": {"0": "background", **{str(n): name for name, n in names.items()}},
+            "numTraining": num_training,
+            "numTest": num_test,
+            "training": training,
+            "test": [entry["image"] for entry in test],
+        }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dataset.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return folder
