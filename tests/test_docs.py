@@ -65,7 +65,7 @@ def test_docs_commands_name_real_options():
     helps: dict[str, str] = {}
     for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
         for line in doc.read_text().splitlines():
-            for match in re.finditer(r"medseg (info|convert)\b([^`|]*)", line):
+            for match in re.finditer(r"medseg (info|convert|plan)\b([^`|]*)", line):
                 command = match.group(1)
                 if command not in helps:
                     helps[command] = subprocess.run(
@@ -74,3 +74,9 @@ def test_docs_commands_name_real_options():
                 for option in re.findall(r"(--[a-z][a-z-]+)", " ".join(shlex.split(match.group(2), posix=False))):
                     assert option in helps[command], f"{doc.name}: {command} {option} not in --help"
     assert helps  # the docs do quote commands
+
+
+def test_pipeline_reference_is_generated_from_the_current_schema():
+    from medseg.config.reference import reference
+
+    assert (REPO / "docs" / "pipelines.md").read_text() == reference(), "run: python -m medseg.config.reference > docs/pipelines.md"

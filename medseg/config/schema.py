@@ -25,8 +25,8 @@ class Normalization(_Strict):
     """Intensity normalisation of one input channel.
 
     ``ct``: clip to ``clip`` (HU, from foreground percentiles of the training set),
-    then subtract ``mean`` and divide by ``std`` (foreground statistics after
-    clipping): the same numbers for every image. ``zscore``: per image, using
+    then subtract ``mean`` and divide by ``std`` (the training set's foreground
+    statistics, as nnU-Net computes them): the same numbers for every image. ``zscore``: per image, using
     that image's own mean and standard deviation (inside its non-zero region).
     ``none``: leave values as they are.
     """

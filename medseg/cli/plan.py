@@ -1,0 +1,85 @@
+"""``medseg plan DATASET``: fingerprint a training set and write the pipeline chosen for it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HELP = "measure a training dataset and write a complete, commented pipeline YAML for it"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "plan",
+        help=HELP,
+        description=HELP + ". DATASET is an nnU-Net v2 raw folder, a Medical Segmentation Decathlon "
+        "folder, or a CSV/JSON list of image/label files. Every case is checked first (all problems "
+        "listed). The fingerprint (spacings, sizes, foreground intensities, label frequencies) "
+        "decides target spacing, 2D/3D, patch and batch size within a memory budget, network depth "
+        "and width, normalisation and augmentation; each choice is explained in a comment. "
+        "Deterministic: the same data gives the same file.",
+    )
+    parser.add_argument("dataset", type=Path, help="dataset folder or list file")
+    parser.add_argument(
+        "--output", "-o", type=Path, help="write the pipeline here (and the fingerprint beside it); default: stdout"
+    )
+    parser.add_argument(
+        "--memory-gb",
+        type=float,
+        default=None,
+        help="memory one training step may use, GiB (default: 8 with a CUDA GPU, 2 without)",
+    )
+    parser.add_argument("--dimensions", choices=("auto", "2", "3"), default="auto", help="force a 2D or 3D network")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs to plan for (default 1000)")
+    parser.add_argument("--name", default=None, help="the pipeline's name (default: the dataset's)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from medseg.cli._render import progress_bar, stderr
+    from medseg.config import dump_pipeline, save_pipeline
+    from medseg.errors import ConfigError
+    from medseg.io.files import write_atomically
+    from medseg.planning import plan_dataset
+
+    if not args.dataset.exists():
+        raise FileNotFoundError(f"{args.dataset}: no such file or folder")
+    if args.memory_gb is not None and args.memory_gb <= 0:
+        raise ConfigError(f"--memory-gb must be positive, got {args.memory_gb}")
+    if args.epochs is not None and args.epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {args.epochs}")
+    dimensions = args.dimensions if args.dimensions == "auto" else int(args.dimensions)
+    with progress_bar(not args.quiet) as progress:
+        plan = plan_dataset(
+            args.dataset,
+            memory_gb=args.memory_gb,
+            dimensions=dimensions,
+            epochs=args.epochs,
+            name=args.name,
+            progress=progress,
+        )
+    pipeline, fingerprint = plan.pipeline, plan.fingerprint
+    if args.output is None:
+        sys.stdout.write(dump_pipeline(pipeline, comments=plan.comments, header=plan.header))
+    else:
+        save_pipeline(pipeline, args.output, comments=plan.comments, header=plan.header)
+        text = json.dumps(fingerprint.to_dict(), indent=2) + "\n"
+        write_atomically(fingerprint_path(args.output), lambda tmp: tmp.write_text(text))
+    if not args.quiet:
+        spacing = " x ".join(f"{v:g}" for v in pipeline.preprocessing.spacing)
+        patch = " x ".join(str(v) for v in pipeline.training.patch_size)
+        where = f" -> {args.output}" if args.output else ""
+        stderr.print(
+            f"planned {pipeline.network.dimensions}D U-Net for {fingerprint.num_cases} cases: spacing {spacing} mm, "
+            f"patch {patch}, batch {pipeline.training.batch_size}{where}"
+        )
+    return 0
+
+
+def fingerprint_path(pipeline_path: Path) -> Path:
+    """Where the fingerprint is written beside a pipeline file."""
+    name = pipeline_path.name
+    stem = name[: -len(".yaml")] if name.endswith(".yaml") else name[: -len(".yml")] if name.endswith(".yml") else name
+    return pipeline_path.with_name(stem + ".fingerprint.json")

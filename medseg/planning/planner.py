@@ -1,0 +1,395 @@
+"""Plan a complete pipeline from a dataset fingerprint, with every choice explained.
+
+The heuristics are nnU-Net's (v2 ``ExperimentPlanner``), written out one step
+at a time: target spacing (:mod:`medseg.planning.spacing`), 2D or 3D, a patch
+as large as the median image and the memory budget allow, the U-Net topology
+that patch supports (:mod:`medseg.planning.topology`), the batch size, and
+intensity normalisation. Each choice comes back as a comment, keyed by the
+dotted path of the YAML key it explains (see :func:`medseg.config.dump_pipeline`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from pydantic import ValidationError
+
+from medseg.config.schema import (
+    Augmentation,
+    Channel,
+    Inference,
+    Label,
+    Network,
+    Normalization,
+    Optimizer,
+    Pipeline,
+    Preprocessing,
+    Training,
+)
+from medseg.errors import ConfigError
+from medseg.planning.fingerprint import ChannelStats, Fingerprint
+from medseg.planning.memory import estimate_memory_gb
+from medseg.planning.spacing import choose_dimensions, choose_spacing
+from medseg.planning.topology import Topology, check_patch, plan_topology, round_up
+
+log = logging.getLogger(__name__)
+
+#: Filters of the first level; doubled per level up to the cap (nnU-Net's numbers).
+BASE_FILTERS = 32
+MAX_FILTERS = {2: 512, 3: 320}
+#: Most halvings of one axis: 128 -> 4 voxels in 3D, 512 -> 4 in 2D.
+MAX_POOLS = {2: 7, 3: 5}
+#: Smallest feature-map edge at the bottleneck, in voxels.
+MIN_EDGE = 4
+#: DynUNet needs at least three resolution levels.
+MIN_LEVELS = 3
+#: The first patch tried has the aspect ratio of 1/spacing and this many voxels, before it is
+#: clipped to the median image shape (nnU-Net's 256^3 and 2048^2).
+START_VOXELS = {2: 2048**2, 3: 256**3}
+#: No patch edge is shrunk below this many voxels.
+MIN_PATCH_EDGE = 8
+#: Batch size at least 2; at most what covers 5% of the dataset's voxels (against overfitting).
+MIN_BATCH = 2
+MAX_DATASET_FRACTION = 0.05
+#: Deep supervision heads besides the full-resolution output (at 1/2 and 1/4 resolution).
+MAX_HEADS = 2
+#: nnU-Net's training budget.
+DEFAULT_EPOCHS = 1000
+ITERATIONS_PER_EPOCH = 250
+
+
+@dataclass(frozen=True)
+class _PatchFit:
+    patch: tuple[int, ...]
+    start: tuple[int, ...]
+    topology: Topology
+    network: Network
+    memory_gb: float
+    shrinks: int
+
+
+def plan_pipeline(
+    fingerprint: Fingerprint,
+    *,
+    name: str,
+    memory_gb: float = 8.0,
+    dimensions: Literal["auto", 2, 3] = "auto",
+    epochs: int | None = None,
+) -> tuple[Pipeline, dict[str, str]]:
+    """A validated pipeline for the fingerprinted dataset, and why each value was chosen.
+
+    Args:
+        fingerprint: from :func:`medseg.planning.compute_fingerprint`.
+        name: the pipeline's name.
+        memory_gb: memory (GiB) one training step may use, as estimated by
+            :func:`medseg.planning.memory.estimate_memory_gb` (fp32).
+        dimensions: 2 or 3 to force a 2D or 3D network; "auto" chooses.
+        epochs: training epochs (of 250 iterations); nnU-Net's 1000 when None.
+
+    Returns:
+        The pipeline and the comments to write above its keys, keyed by dotted
+        path (``"training.patch_size"``). The same fingerprint and options give
+        the same pipeline and comments.
+
+    Raises:
+        ConfigError: a bad option, images too small for a U-Net, or a memory
+            budget too small for the smallest patch.
+    """
+    if isinstance(memory_gb, bool) or not isinstance(memory_gb, (int, float)) or not 0 < memory_gb < math.inf:
+        raise ConfigError(f"memory_gb must be a positive number of GiB, got {memory_gb!r}")
+    if dimensions not in ("auto", 2, 3):
+        raise ConfigError(f"dimensions must be 'auto', 2 or 3, got {dimensions!r}")
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        raise ConfigError(f"epochs must be a positive whole number, got {epochs!r}")
+    comments: dict[str, str] = {}
+
+    spacing_choice = choose_spacing(fingerprint)
+    spacing = spacing_choice.spacing
+    median_shape = fingerprint.median_shape_at(spacing)
+    dims_choice = choose_dimensions(spacing, median_shape, dimensions)
+    dims = dims_choice.dimensions
+    comments["preprocessing.spacing"] = spacing_choice.reason
+    comments["network.dimensions"] = dims_choice.reason
+
+    in_channels, num_classes = len(fingerprint.channels), max(fingerprint.labels) + 1
+    fit = _fit_patch(spacing[:dims], median_shape[:dims], memory_gb, in_channels, num_classes)
+    batch, batch_reason = _batch_size(fit, fingerprint, median_shape, memory_gb, in_channels, num_classes)
+    comments.update(_patch_comments(fit, median_shape[:dims], memory_gb))
+    comments.update(_network_comments(fit, spacing[:dims]))
+    comments["training.batch_size"] = batch_reason
+
+    channels, normalization_reasons = _channels(fingerprint)
+    comments["preprocessing.channels"] = "\n".join(normalization_reasons)
+    is_ct = all(c.normalization.scheme == "ct" for c in channels)
+    comments["preprocessing.crop_to_nonzero"] = (
+        "off: CT air is -1000 HU, not 0, so cropping to non-zero voxels would remove nothing"
+        if is_ct
+        else "on: crop to the box around non-zero voxels (masked or skull-stripped images lose empty borders)"
+    )
+    comments["labels"] = _label_summary(fingerprint)
+
+    axes = list(range(dims))
+    epochs_reason = "as requested" if epochs is not None else "nnU-Net's budget"
+    epochs = epochs if epochs is not None else DEFAULT_EPOCHS
+    comments["training.epochs"] = (
+        f"{epochs_reason}: {epochs} epochs x {ITERATIONS_PER_EPOCH} iterations = "
+        f"{epochs * ITERATIONS_PER_EPOCH:,} steps of {batch} patches"
+    )
+    comments["training.optimizer"] = "nnU-Net's: SGD, Nesterov momentum 0.99, learning rate 0.01 decayed by 'poly'"
+    comments["training.foreground_oversampling"] = "a third of the patches are centred on a foreground voxel"
+    comments["training.augmentation"] = (
+        f"the schema's defaults (rotation, scaling, noise, brightness, contrast, gamma); flips along all {dims} axes"
+    )
+    comments["inference.mirror_axes"] = (
+        f"test-time augmentation: average {2**dims} predictions mirrored along axes {axes}"
+    )
+    comments["inference.overlap"] = "sliding windows overlap by half a patch (nnU-Net's)"
+
+    modality = fingerprint.modality
+    try:
+        pipeline = Pipeline(
+            name=name,
+            description=f"planned from {fingerprint.num_cases} {modality} case(s) for {memory_gb:g} GiB",
+            modality=modality,
+            labels={number: Label(name=label) for number, label in sorted(fingerprint.labels.items())},
+            preprocessing=Preprocessing(spacing=spacing, channels=channels, crop_to_nonzero=not is_ct),
+            network=fit.network,
+            training=Training(
+                patch_size=list(fit.patch),
+                batch_size=batch,
+                epochs=epochs,
+                iterations_per_epoch=ITERATIONS_PER_EPOCH,
+                optimizer=Optimizer(name="sgd", learning_rate=0.01, weight_decay=3e-5, momentum=0.99, nesterov=True),
+                schedule="poly",
+                foreground_oversampling=0.33,
+                augmentation=Augmentation(flip_axes=axes),
+            ),
+            inference=Inference(overlap=0.5, mirror_axes=axes),
+        )
+    except ValidationError as exc:  # e.g. a hand-made fingerprint with label 0 or an empty name
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"the planned pipeline is invalid: {problems}") from None
+    check_patch(pipeline.network, pipeline.training.patch_size)
+    log.info("planned %r: %dD, patch %s, batch %d, spacing %s", name, dims, list(fit.patch), batch, list(spacing))
+    return pipeline, {key: _wrap(text) for key, text in comments.items()}
+
+
+# -- patch, network, batch -------------------------------------------------------------
+
+
+def _network(topology: Topology) -> Network:
+    dims = len(topology.strides[0])
+    levels = topology.levels
+    heads = min(MAX_HEADS, levels - 2)
+    return Network(
+        dimensions=dims,  # type: ignore[arg-type]
+        filters=[min(BASE_FILTERS * 2**level, MAX_FILTERS[dims]) for level in range(levels)],
+        kernel_sizes=[list(k) for k in topology.kernel_sizes],
+        strides=[list(s) for s in topology.strides],
+        deep_supervision=True,
+        deep_supervision_heads=heads,
+        norm="instance",
+    )
+
+
+def _topology(spacing: Sequence[float], patch: Sequence[int]) -> tuple[tuple[int, ...], Topology]:
+    """nnU-Net's topology for ``patch``, and the patch rounded up to what it divides."""
+    topology = plan_topology(spacing, patch, max_pools=MAX_POOLS[len(spacing)], min_edge=MIN_EDGE)
+    return round_up(patch, topology.divisor), topology
+
+
+def _fit_patch(
+    spacing: Sequence[float], median: Sequence[int], memory_gb: float, in_channels: int, num_classes: int
+) -> _PatchFit:
+    """The largest patch (up to the median shape) whose training step at batch 2 fits ``memory_gb``.
+
+    Starts from a patch with the aspect ratio of 1/spacing, clipped to the median
+    shape; while too large, shrinks the axis that is largest relative to the median
+    shape by one step of what the topology needs the size to be a multiple of.
+    """
+    dims = len(spacing)
+    inverse = 1.0 / np.asarray(spacing, dtype=np.float64)
+    scaled = inverse * (START_VOXELS[dims] / np.prod(inverse)) ** (1.0 / dims)
+    start = tuple(max(1, min(round(float(s)), m)) for s, m in zip(scaled, median))
+    patch, topology = _topology(spacing, start)
+    shrinks = 0
+    while True:
+        if topology.levels < MIN_LEVELS:
+            raise ConfigError(
+                f"images of {_shape(median)} voxels (median, at the target spacing) are too small for a U-Net: "
+                f"it needs {MIN_LEVELS} levels, i.e. feature maps halved twice to at least {MIN_EDGE} voxels"
+            )
+        network = _network(topology)
+        need = estimate_memory_gb(
+            network, patch, batch_size=MIN_BATCH, in_channels=in_channels, num_classes=num_classes
+        )
+        if need <= memory_gb:
+            return _PatchFit(patch, start, topology, network, need, shrinks)
+        smaller = _shrink(patch, topology, spacing, median)
+        if smaller is None:
+            raise ConfigError(
+                f"memory_gb={memory_gb:g} is too small: the smallest patch, {_shape(patch)} voxels, needs "
+                f"{need:.2f} GiB at batch size {MIN_BATCH}"
+            )
+        patch, topology = smaller
+        shrinks += 1
+
+
+def _shrink(
+    patch: tuple[int, ...], topology: Topology, spacing: Sequence[float], median: Sequence[int]
+) -> tuple[tuple[int, ...], Topology] | None:
+    """One step smaller along the axis largest relative to the median shape (else the next)."""
+    order = sorted(range(len(patch)), key=lambda a: (-patch[a] / median[a], a))
+    for axis in order:
+        trial = list(patch)
+        trial[axis] -= topology.divisor[axis]
+        if trial[axis] < 1:
+            continue
+        # Step by the divisor of the smaller patch: 256 (multiple of 64) -> 224 (of 32), not 192 (nnU-Net).
+        _, trial_topology = _topology(spacing, trial)
+        size = patch[axis] - trial_topology.divisor[axis]
+        if size < MIN_PATCH_EDGE:
+            continue
+        trial = list(patch)
+        trial[axis] = size
+        new_patch, new_topology = _topology(spacing, trial)
+        if math.prod(new_patch) < math.prod(patch) and new_topology.levels >= MIN_LEVELS:
+            return new_patch, new_topology
+    return None
+
+
+def _batch_size(
+    fit: _PatchFit,
+    fingerprint: Fingerprint,
+    median_shape: Sequence[int],
+    memory_gb: float,
+    in_channels: int,
+    num_classes: int,
+) -> tuple[int, str]:
+    def need(batch: int) -> float:
+        return estimate_memory_gb(
+            fit.network, fit.patch, batch_size=batch, in_channels=in_channels, num_classes=num_classes
+        )
+
+    per_patch = need(1) - need(0)
+    by_memory = int((memory_gb - need(0)) // per_patch)
+    dataset_voxels = float(np.prod(median_shape, dtype=np.float64)) * fingerprint.num_cases
+    by_dataset = round(MAX_DATASET_FRACTION * dataset_voxels / math.prod(fit.patch))
+    batch = max(min(by_memory, by_dataset), MIN_BATCH)
+    reason = (
+        f"{batch}: memory allows {by_memory} patches ({per_patch:.2f} GiB each + {need(0):.2f} GiB for weights "
+        f"and framework); {by_dataset} would cover {MAX_DATASET_FRACTION:.0%} of the dataset's voxels "
+        f"({fingerprint.num_cases} x {_shape(median_shape)}); at least {MIN_BATCH}"
+    )
+    return batch, reason
+
+
+# -- normalisation ---------------------------------------------------------------------
+
+
+def _channels(fingerprint: Fingerprint) -> tuple[list[Channel], list[str]]:
+    single_ct = fingerprint.modality.strip().upper() == "CT" and len(fingerprint.channels) == 1
+    channels, reasons = [], []
+    for stats in fingerprint.channels:
+        if single_ct or stats.name.strip().upper() == "CT":
+            normalization, reason = _ct_normalization(stats)
+        else:
+            normalization = Normalization(scheme="zscore")
+            reason = (
+                f"{stats.name}: z-score per image with its own mean and std "
+                f"(not CT: intensities have no fixed scale across scans)"
+            )
+        channels.append(Channel(name=stats.name, normalization=normalization))
+        reasons.append(reason)
+    return channels, reasons
+
+
+def _ct_normalization(stats: ChannelStats) -> tuple[Normalization, str]:
+    low, high = round(stats.percentile_00_5, 2), round(stats.percentile_99_5, 2)
+    if high <= low:  # a constant foreground: keep the clip valid
+        log.warning("foreground of channel %r is constant (%g); clip widened to 1", stats.name, low)
+        high = low + 1.0
+    std = max(round(stats.std, 3), 0.001)
+    normalization = Normalization(scheme="ct", clip=(low, high), mean=round(stats.mean, 3), std=std)
+    reason = (
+        f"{stats.name}: clip to the foreground's 0.5/99.5 percentiles [{low:g}, {high:g}], then subtract the "
+        f"foreground mean {stats.mean:.1f} and divide by its std {stats.std:.1f}: the same numbers for every image"
+    )
+    return normalization, reason
+
+
+# -- comments --------------------------------------------------------------------------
+
+
+def _patch_comments(fit: _PatchFit, median: Sequence[int], memory_gb: float) -> dict[str, str]:
+    if fit.shrinks:
+        how = (
+            f"shrunk {fit.shrinks} time(s), each time along the axis largest relative to the median shape, "
+            f"until a step at batch {MIN_BATCH} needed {fit.memory_gb:.2f} GiB <= {memory_gb:g} GiB"
+        )
+    else:
+        how = f"a step at batch {MIN_BATCH} needs {fit.memory_gb:.2f} GiB <= {memory_gb:g} GiB, so no shrinking"
+    return {
+        "training.patch_size": (
+            f"started at {_shape(fit.start)}: the median image shape {_shape(median)}, but at most "
+            f"{round(START_VOXELS[len(median)] ** (1 / len(median)))}^{len(median)} voxels in the aspect ratio of the "
+            f"spacing; {how}; sizes are multiples of {_shape(fit.topology.divisor)} (the strides' product)"
+        )
+    }
+
+
+def _network_comments(fit: _PatchFit, spacing: Sequence[float]) -> dict[str, str]:
+    topology, network = fit.topology, fit.network
+    bottom = tuple(p // d for p, d in zip(fit.patch, topology.divisor))
+    dims = len(spacing)
+    flat = [a for a in range(dims) if any(k[a] == 1 for k in topology.kernel_sizes)]
+    comments = {
+        "network.filters": (
+            f"{BASE_FILTERS} doubling per level, capped at {MAX_FILTERS[dims]} ({topology.levels} levels)"
+        ),
+        "network.strides": (
+            f"halvings per axis {list(topology.pools_per_axis)}: an axis is halved while its feature map stays >= "
+            f"{MIN_EDGE} voxels (at most {MAX_POOLS[dims]} times) and its spacing is within 2x of the finest; "
+            f"bottleneck {_shape(bottom)} voxels"
+        ),
+        "network.kernel_sizes": (
+            "3 along every axis"
+            if not flat
+            else f"1 along axis {flat} at levels whose spacing there is >= 2x the finest (no convolution across "
+            f"thick slices at full resolution), else 3"
+        ),
+    }
+    comments["network.deep_supervision_heads"] = (
+        f"losses also at 1/2{' and 1/4' if network.deep_supervision_heads > 1 else ''} resolution; each head "
+        f"costs a full-size output (DynUNet upsamples it), and deeper ones would weigh little (1/8, 1/16, ...)"
+    )
+    return comments
+
+
+def _label_summary(fingerprint: Fingerprint) -> str:
+    foreground = sum(fingerprint.label_voxels.values()) or 1
+    n = fingerprint.num_cases
+    rarest = min(fingerprint.labels, key=lambda k: (fingerprint.label_cases[k], fingerprint.label_voxels[k], k))
+    text = (
+        f"{len(fingerprint.labels)} label(s); the rarest, {fingerprint.labels[rarest]}, is in "
+        f"{fingerprint.label_cases[rarest]}/{n} cases and "
+        f"{fingerprint.label_voxels[rarest] / foreground:.1%} of the foreground voxels"
+    )
+    missing = [f"{k} ({v})" for k, v in sorted(fingerprint.labels.items()) if fingerprint.label_cases[k] == 0]
+    if missing:
+        text += f"; never present: {', '.join(missing)}"
+    return text
+
+
+def _shape(values: Sequence[float]) -> str:
+    return " x ".join(str(int(v)) for v in values)
+
+
+def _wrap(text: str) -> str:
+    return "\n".join(textwrap.fill(line, width=110) for line in text.splitlines())

@@ -1,0 +1,67 @@
+"""`medseg plan`: a dataset in, a validated and explained pipeline out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from medseg.cli import main
+from medseg.config import load_pipeline, parse_pipeline
+from medseg.planning import Fingerprint
+from medseg.synthetic import write_phantom_dataset
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    return write_phantom_dataset(tmp_path_factory.mktemp("phantoms"), num_training=6)
+
+
+def test_plan_writes_pipeline_and_fingerprint(phantoms, tmp_path):
+    output = tmp_path / "plan.yaml"
+    assert main(["-q", "plan", str(phantoms), "--output", str(output), "--memory-gb", "1.5", "--epochs", "50"]) == 0
+    pipeline = load_pipeline(output)
+    assert pipeline.modality == "CT" and pipeline.training.epochs == 50
+    assert {label.name for label in pipeline.labels.values()} == {"liver", "spleen", "kidney"}
+    assert pipeline.preprocessing.channels[0].normalization.scheme == "ct"
+    text = output.read_text()
+    assert text.count("\n#") + text.count("\n  #") > 10  # the choices are explained
+    fingerprint = Fingerprint.from_dict(json.loads((tmp_path / "plan.fingerprint.json").read_text()))
+    assert fingerprint.num_cases == 6
+
+
+def test_plan_is_deterministic_and_prints_to_stdout(phantoms, capsys):
+    outputs = []
+    for _ in range(2):
+        assert main(["-q", "plan", str(phantoms), "--memory-gb", "1.5"]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]
+    assert parse_pipeline(outputs[0]).network.dimensions == 3
+
+
+def test_a_smaller_budget_gives_a_smaller_patch(phantoms, capsys):
+    sizes = []
+    for budget in ("2", "0.8"):
+        assert main(["-q", "plan", str(phantoms), "--memory-gb", budget]) == 0
+        patch = parse_pipeline(capsys.readouterr().out).training.patch_size
+        sizes.append(patch[0] * patch[1] * patch[2])
+    assert sizes[1] < sizes[0]
+
+
+def test_broken_cases_are_all_listed_and_nothing_is_written(phantoms, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(phantoms, broken)
+    (broken / "labelsTr" / "phantom_002.nii.gz").unlink()
+    (broken / "imagesTr" / "phantom_004_0000.nii.gz").write_bytes(b"not a nifti")
+    output = tmp_path / "plan.yaml"
+    assert main(["-q", "plan", str(broken), "--output", str(output)]) == 1
+    err = capsys.readouterr().err
+    assert "phantom_002" in err and "phantom_004" in err
+    assert not output.exists()
+
+
+def test_missing_dataset_is_a_usage_error(tmp_path, capsys):
+    assert main(["plan", str(tmp_path / "nope")]) == 2
+    assert "nope" in capsys.readouterr().err

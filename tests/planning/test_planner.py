@@ -1,0 +1,287 @@
+"""Planning a pipeline: nnU-Net's heuristics, self-consistency, comments, determinism."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+
+from medseg.config import dump_pipeline, parse_pipeline
+from medseg.errors import ConfigError
+from medseg.planning import Fingerprint, compute_fingerprint, pipeline_memory_gb, plan_pipeline
+from medseg.planning.topology import round_up
+from medseg.synthetic import PhantomSpec, make_phantom
+from tests.planning.fingerprints import CT_STATS, abdominal_ct, fingerprint, prostate_mr
+
+LABELS = {1: "liver", 2: "spleen", 3: "kidney"}
+
+
+@pytest.fixture(scope="module")
+def phantom_fingerprint() -> Fingerprint:
+    """Eight small CT phantoms (about 3 x 3 x 4 mm) on slightly different grids."""
+    cases = (
+        make_phantom(
+            seed, PhantomSpec(shape=(96 - 2 * seed, 80 + seed, 40 - seed), spacing=(3.0, 3.0 + seed / 20, 4.0))
+        )
+        for seed in range(8)
+    )
+    return compute_fingerprint(cases, modality="CT", channel_names=["CT"], labels=LABELS)
+
+
+def _consistent(pipeline, fp: Fingerprint, memory_gb: float) -> None:
+    """What every plan must satisfy."""
+    network, training = pipeline.network, pipeline.training
+    dims = network.dimensions
+    patch = training.patch_size
+    divisor = [math.prod(s[a] for s in network.strides) for a in range(dims)]
+    assert all(p % d == 0 for p, d in zip(patch, divisor)), (patch, divisor)
+    levels = len(network.filters)
+    assert len(network.strides) == len(network.kernel_sizes) == levels >= 3
+    assert network.strides[0] == [1] * dims
+    assert all(k == 3 for ks, ss in zip(network.kernel_sizes, network.strides) for k, s in zip(ks, ss) if s > 1)
+    assert all(p // d >= 4 for p, d in zip(patch, divisor))  # the bottleneck is at least 4 voxels wide
+    assert network.filters[0] == 32 and max(network.filters) <= {2: 512, 3: 320}[dims]
+    median = fp.median_shape_at(pipeline.preprocessing.spacing)[:dims]
+    assert all(p <= m for p, m in zip(patch, round_up(median, divisor)))  # never beyond the median image
+    assert math.prod(patch) <= {2: 2048**2, 3: 256**3}[dims]
+    assert training.batch_size >= 2
+    with_two = pipeline.model_copy(update={"training": training.model_copy(update={"batch_size": 2})})
+    assert pipeline_memory_gb(with_two) <= memory_gb
+    if training.batch_size > 2:
+        assert pipeline_memory_gb(pipeline) <= memory_gb
+    assert pipeline.inference.mirror_axes == training.augmentation.flip_axes == list(range(dims))
+    text = dump_pipeline(pipeline)
+    assert parse_pipeline(text) == pipeline
+
+
+CASES = {
+    "phantom-like": lambda: fingerprint([(3.0, 3.0, 4.0)] * 5, [(96, 80, 40)] * 5),
+    "abdominal-ct": abdominal_ct,
+    "prostate-mr": prostate_mr,
+    "thick-slices": lambda: fingerprint([(0.5, 0.5, 8.0)] * 6, [(384, 384, 24)] * 6, modality="MR", channels=("T2",)),
+    "two-channels": lambda: fingerprint(
+        [(1.0, 1.0, 1.0)] * 4, [(160, 192, 150)] * 4, modality="MR", channels=("T1", "FLAIR")
+    ),
+    "single-slices": lambda: fingerprint([(0.5, 0.5, 1.0)] * 10, [(640, 480, 1)] * 10),
+}
+
+
+@pytest.mark.parametrize("memory_gb", [2.0, 8.0, 40.0])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_plan_is_self_consistent(case, memory_gb):
+    fp = CASES[case]()
+    pipeline, _comments = plan_pipeline(fp, name=case, memory_gb=memory_gb)
+    _consistent(pipeline, fp, memory_gb)
+    forced, _ = plan_pipeline(fp, name=case, memory_gb=memory_gb, dimensions=2)
+    _consistent(forced, fp, memory_gb)
+
+
+def test_phantoms_plan_a_3d_net_on_the_median_grid(phantom_fingerprint):
+    fp = phantom_fingerprint
+    pipeline, _comments = plan_pipeline(fp, name="phantom")
+    assert pipeline.name == "phantom" and pipeline.modality == "CT"
+    assert {k: v.name for k, v in pipeline.labels.items()} == LABELS
+    assert pipeline.preprocessing.spacing == tuple(round(v, 4) for v in fp.median_spacing)
+    assert pipeline.network.dimensions == 3
+    # The whole median image fits in memory: the patch is the median shape, rounded up to the strides' product.
+    median = fp.median_shape_at(pipeline.preprocessing.spacing)
+    assert median == (89, 84, 36)
+    assert pipeline.training.patch_size == [96, 96, 40]
+    assert pipeline.network.kernel_sizes == [[3, 3, 3]] * len(pipeline.network.filters)
+    assert pipeline.network.deep_supervision and pipeline.network.deep_supervision_heads == 2
+    assert (pipeline.training.epochs, pipeline.training.iterations_per_epoch) == (1000, 250)
+    assert pipeline.training.optimizer.name == "sgd" and pipeline.training.schedule == "poly"
+    _consistent(pipeline, fp, 8.0)
+
+
+def test_comments_explain_each_choice_with_its_numbers(phantom_fingerprint):
+    pipeline, comments = plan_pipeline(phantom_fingerprint, name="phantom")
+    for key in (
+        "preprocessing.spacing",
+        "preprocessing.channels",
+        "network.dimensions",
+        "network.filters",
+        "network.strides",
+        "network.kernel_sizes",
+        "training.patch_size",
+        "training.batch_size",
+        "training.epochs",
+    ):
+        assert re.search(r"\d", comments[key]), key
+        assert 1 <= len(comments[key].splitlines()) <= 3, key
+    assert "median spacing of 8 case(s)" in comments["preprocessing.spacing"]
+    assert "median image shape 89 x 84 x 36" in comments["training.patch_size"]
+    assert "GiB" in comments["training.batch_size"] and "5%" in comments["training.batch_size"]
+    stats = phantom_fingerprint.channels[0]
+    assert f"{stats.mean:.1f}" in comments["preprocessing.channels"]
+    text = dump_pipeline(pipeline, comments=comments)
+    for key, comment in comments.items():
+        first = comment.splitlines()[0]
+        assert f"# {first}" in text, key  # every comment lands in the YAML, above a key that exists
+    assert parse_pipeline(text) == pipeline
+
+
+def test_same_fingerprint_same_yaml(phantom_fingerprint):
+    reloaded = Fingerprint.from_dict(json.loads(json.dumps(phantom_fingerprint.to_dict())))
+    texts = [
+        dump_pipeline(pipeline, comments=comments)
+        for pipeline, comments in (
+            plan_pipeline(phantom_fingerprint, name="p", memory_gb=3.0),
+            plan_pipeline(phantom_fingerprint, name="p", memory_gb=3.0),
+            plan_pipeline(reloaded, name="p", memory_gb=3.0),
+        )
+    ]
+    assert texts[0] == texts[1] == texts[2]
+
+
+def test_ct_is_clipped_and_standardised_with_foreground_statistics():
+    pipeline, comments = plan_pipeline(abdominal_ct(), name="ct")
+    (channel,) = pipeline.preprocessing.channels
+    assert channel.name == "CT"
+    norm = channel.normalization
+    assert norm.scheme == "ct"
+    assert norm.clip == (CT_STATS.percentile_00_5, CT_STATS.percentile_99_5)
+    assert (norm.mean, norm.std) == (CT_STATS.mean, CT_STATS.std)
+    assert pipeline.preprocessing.crop_to_nonzero is False
+    assert "[-80.5, 260.25]" in comments["preprocessing.channels"]
+
+
+def test_mr_is_standardised_per_image():
+    pipeline, comments = plan_pipeline(prostate_mr(), name="mr")
+    (channel,) = pipeline.preprocessing.channels
+    assert channel.normalization.scheme == "zscore" and channel.normalization.clip is None
+    assert pipeline.preprocessing.crop_to_nonzero is True
+    assert "z-score per image" in comments["preprocessing.channels"]
+
+
+def test_a_ct_channel_beside_others_is_still_ct():
+    fp = fingerprint([(1.0, 1.0, 1.0)] * 3, [(128, 128, 128)] * 3, modality="PET/CT", channels=("CT", "PET"))
+    pipeline, _ = plan_pipeline(fp, name="petct")
+    schemes = [c.normalization.scheme for c in pipeline.preprocessing.channels]
+    assert schemes == ["ct", "zscore"]
+
+
+def test_anisotropic_axis_takes_its_10th_percentile_and_thin_kernels():
+    fp = prostate_mr()  # 0.7 x 0.7 mm, 17 of 20 cases at 5 mm, three at 3-3.5 mm
+    pipeline, comments = plan_pipeline(fp, name="mr")
+    expected = float(np.percentile([c[2] for c in fp.spacings], 10))
+    assert fp.median_spacing[2] == 5.0 and expected < 4.0
+    assert pipeline.preprocessing.spacing == (0.7, 0.7, round(expected, 4))
+    assert "10th percentile" in comments["preprocessing.spacing"]
+    assert pipeline.network.dimensions == 3  # 4.9x after the rule: anisotropic, not extreme
+    assert pipeline.network.kernel_sizes[0] == [3, 3, 1]  # no convolution across thick slices at full resolution
+    assert pipeline.network.strides[1] == [2, 2, 1]  # k is not halved until i and j have caught up
+    assert "1 along axis [2]" in comments["network.kernel_sizes"]
+
+
+def test_isotropic_or_few_anisotropic_voxels_keep_the_median():
+    fp = fingerprint([(0.8, 0.8, 3.0)] * 4 + [(0.8, 0.8, 1.0)], [(200, 200, 120)] * 5)
+    pipeline, comments = plan_pipeline(fp, name="x")
+    assert pipeline.preprocessing.spacing == (0.8, 0.8, 3.0)  # k 3.75x coarser, but not 3x fewer voxels
+    assert "has enough voxels" in comments["preprocessing.spacing"]
+
+
+def test_extreme_slices_plan_2d():
+    fp = CASES["thick-slices"]()  # 0.5 x 0.5 x 8 mm: 16x
+    pipeline, comments = plan_pipeline(fp, name="thick")
+    assert pipeline.network.dimensions == 2
+    assert len(pipeline.training.patch_size) == 2 and pipeline.training.patch_size[0] > 100
+    assert pipeline.inference.mirror_axes == [0, 1]
+    assert "2D" in comments["network.dimensions"] and "16.0" in comments["network.dimensions"]
+    assert pipeline.network.filters[-1] == 512
+
+
+def test_single_slice_images_plan_2d():
+    pipeline, comments = plan_pipeline(CASES["single-slices"](), name="xray")
+    assert pipeline.network.dimensions == 2 and "single slices" in comments["network.dimensions"]
+
+
+def test_a_coarse_axis_other_than_k_stays_3d():
+    fp = fingerprint([(8.0, 0.5, 0.5)] * 4, [(24, 384, 384)] * 4)
+    pipeline, comments = plan_pipeline(fp, name="sagittal")
+    assert pipeline.network.dimensions == 3
+    assert "the coarse axis is i" in comments["network.dimensions"]
+    assert pipeline.network.kernel_sizes[0] == [1, 3, 3]
+
+
+def test_dimensions_can_be_forced():
+    fp = abdominal_ct()
+    assert plan_pipeline(fp, name="a", dimensions=2)[0].network.dimensions == 2
+    assert plan_pipeline(CASES["thick-slices"](), name="b", dimensions=3)[0].network.dimensions == 3
+
+
+def test_a_small_memory_budget_shrinks_the_patch():
+    fp = abdominal_ct()
+    big, _big_comments = plan_pipeline(fp, name="big", memory_gb=24.0)
+    small, small_comments = plan_pipeline(fp, name="small", memory_gb=1.0)
+    assert math.prod(small.training.patch_size) < math.prod(big.training.patch_size) / 4
+    assert pipeline_memory_gb(small) <= 1.0 < pipeline_memory_gb(big)
+    assert small.training.batch_size == 2
+    assert "shrunk" in small_comments["training.patch_size"] and "<= 1 GiB" in small_comments["training.patch_size"]
+    assert len(small.network.filters) < len(big.network.filters)  # fewer levels fit a smaller patch
+
+
+def test_spare_memory_goes_to_batch_size_up_to_5_percent_of_the_data():
+    fp = fingerprint([(1.0, 1.0, 1.0)] * 200, [(64, 64, 64)] * 200)
+    pipeline, _comments = plan_pipeline(fp, name="small-images", memory_gb=40.0)
+    assert pipeline.training.patch_size == [64, 64, 64]
+    by_dataset = round(0.05 * 200 * 64**3 / 64**3)
+    assert pipeline.training.batch_size == by_dataset == 10
+    few, _ = plan_pipeline(fingerprint([(1.0, 1.0, 1.0)] * 3, [(64, 64, 64)] * 3), name="few", memory_gb=40.0)
+    assert few.training.batch_size == 2  # 5% of 3 images is less than one patch; at least 2
+
+
+def test_too_little_memory_or_too_small_images_are_refused():
+    with pytest.raises(ConfigError, match="memory_gb=0.01 is too small"):
+        plan_pipeline(abdominal_ct(), name="x", memory_gb=0.01)
+    with pytest.raises(ConfigError, match="too small for a U-Net"):
+        plan_pipeline(fingerprint([(1.0, 1.0, 1.0)] * 2, [(6, 6, 6)] * 2), name="x")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"memory_gb": 0}, "memory_gb"),
+        ({"memory_gb": float("inf")}, "memory_gb"),
+        ({"dimensions": 4}, "dimensions"),
+        ({"epochs": 0}, "epochs"),
+        ({"epochs": True}, "epochs"),
+    ],
+)
+def test_bad_options_are_refused(options, message):
+    with pytest.raises(ConfigError, match=message):
+        plan_pipeline(abdominal_ct(), **{"name": "x", **options})
+
+
+def test_a_fingerprint_that_cannot_make_a_pipeline_is_a_config_error():
+    fp = fingerprint([(1.0, 1.0, 1.0)] * 3, [(64, 64, 64)] * 3, labels={0: "background", 1: "liver"})
+    with pytest.raises(ConfigError, match="planned pipeline is invalid.*labels"):
+        plan_pipeline(fp, name="x")
+
+
+def test_epochs_can_be_set():
+    pipeline, comments = plan_pipeline(abdominal_ct(), name="x", epochs=50)
+    assert pipeline.training.epochs == 50 and pipeline.training.iterations_per_epoch == 250
+    assert comments["training.epochs"].startswith("as requested")
+
+
+def test_the_planned_network_runs(phantom_fingerprint):
+    """MONAI's DynUNet, built from a plan exactly as training will build it, takes a patch."""
+    torch = pytest.importorskip("torch")
+    from medseg.models import build_network
+
+    small = fingerprint([(6.0, 6.0, 8.0)] * 3, [(48, 40, 20)] * 3, labels=LABELS)
+    for dimensions in ("auto", 2):
+        pipeline, _ = plan_pipeline(small, name="tiny", dimensions=dimensions)
+        network, patch = pipeline.network, pipeline.training.patch_size
+        assert network.dimensions == (3 if dimensions == "auto" else 2)
+        in_channels = len(pipeline.preprocessing.channels)
+        model = build_network(network, in_channels=in_channels, out_channels=pipeline.num_classes)
+        x = torch.zeros(1, in_channels, *patch)
+        with torch.no_grad():
+            assert model.eval()(x).shape == (1, 4, *patch)
+            heads = model.train()(x)
+        assert heads.shape == (1, network.deep_supervision_heads + 1, 4, *patch)
