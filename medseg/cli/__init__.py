@@ -13,9 +13,9 @@ import sys
 from collections.abc import Sequence
 
 from medseg import __version__
-from medseg.cli import convert, info, plan
+from medseg.cli import convert, info, plan, train
 
-COMMANDS = (info, convert, plan)
+COMMANDS = (info, convert, plan, train)
 
 # Exit codes.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

@@ -65,7 +65,7 @@ def plan_dataset(
         if problem.severity == "warning":
             log.warning("%s", problem)
     require_valid(problems)
-    labels = dataset.labels or infer_labels(dataset)
+    labels = dataset.labels or infer_labels(dataset).labels
 
     def cases() -> Iterator[tuple[Volume, Volume]]:
         for case in dataset.cases:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Iterable
 
 import torch
 from monai.losses import DeepSupervisionLoss, DiceCELoss, DiceLoss
 
 from medseg.config.schema import Optimizer, Training
+from medseg.errors import ConfigError
 
 
 def build_loss(training: Training, *, deep_supervision: bool) -> torch.nn.Module:
@@ -37,7 +40,22 @@ def build_optimizer(parameters: Iterable[torch.nn.Parameter], settings: Optimize
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, schedule: str, *, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """``poly`` (lr x (1 - t/T)^0.9, nnU-Net's) or ``cosine`` annealing to zero, stepped once per epoch."""
+    """``poly`` (lr x (1 - t/T)^0.9, nnU-Net's) or ``cosine`` annealing to zero, stepped once per epoch.
+
+    The rate is a closed form of the step count alone (see :func:`schedule_factor`), so a
+    schedule restored from a checkpoint with a different ``total_steps`` (a run extended
+    on resume) follows the new curve from where it is.
+    """
+    if schedule not in ("poly", "cosine"):
+        raise ConfigError(f"training.schedule: unknown {schedule!r}; known: poly, cosine")
+    if total_steps < 1:
+        raise ConfigError(f"a schedule needs at least one step, got {total_steps}")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(schedule_factor, schedule, total_steps))
+
+
+def schedule_factor(schedule: str, total_steps: int, step: int) -> float:
+    """The fraction of the initial learning rate used at ``step`` (0-based) of ``total_steps``."""
+    progress = min(step, total_steps) / total_steps
     if schedule == "poly":
-        return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=total_steps, power=0.9)
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+        return (1.0 - progress) ** 0.9
+    return 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -65,3 +65,14 @@ def test_broken_cases_are_all_listed_and_nothing_is_written(phantoms, tmp_path, 
 def test_missing_dataset_is_a_usage_error(tmp_path, capsys):
     assert main(["plan", str(tmp_path / "nope")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_a_csv_list_without_declared_labels_is_planned(phantoms, tmp_path, capsys):
+    rows = ["image,label"]
+    for image in sorted((phantoms / "imagesTr").glob("*_0000.nii.gz")):
+        case = image.name.removesuffix("_0000.nii.gz")
+        rows.append(f"{image},{phantoms / 'labelsTr' / (case + '.nii.gz')}")
+    (tmp_path / "cases.csv").write_text("\n".join(rows) + "\n")
+    assert main(["-q", "plan", str(tmp_path / "cases.csv"), "--memory-gb", "1.5"]) == 0
+    pipeline = parse_pipeline(capsys.readouterr().out)
+    assert {n: label.name for n, label in pipeline.labels.items()} == {1: "label_1", 2: "label_2", 3: "label_3"}

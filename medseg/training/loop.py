@@ -1,0 +1,318 @@
+"""The training loop: epochs of patch batches, validation by sliding window, checkpoints.
+
+One epoch is ``training.iterations_per_epoch`` optimiser steps on batches from
+:class:`medseg.transforms.PatchSampler`, with the deep-supervision loss,
+gradient-norm clipping at 12 (nnU-Net's), mixed precision on CUDA, and one
+learning-rate schedule step at its end. Every ``validation_interval`` epochs,
+and always at the last one, each validation case is predicted whole and scored
+with Dice. ``last.pt`` is saved after every epoch and ``best.pt`` whenever the
+mean foreground Dice is at least as high as before (so ties go to the later
+epoch); with no validation cases every epoch counts as the best.
+
+Patches of epoch ``e`` come from a sampler seeded with ``(seed, e)``, so a run
+resumed from a checkpoint draws the same patches as one never interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medseg.config.schema import Pipeline
+from medseg.errors import InputError
+from medseg.models import build_network
+from medseg.training.devices import autocast, grad_scaler
+from medseg.training.objectives import build_loss, build_optimizer, build_schedule
+from medseg.training.records import RunRecords, dice_column, format_epoch
+from medseg.training.state import (
+    Checkpoint,
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+    seed_everything,
+)
+from medseg.training.validation import dice_per_label, mean_ignoring_nan, predict_logits
+from medseg.transforms.prepare import PreparedCase
+from medseg.transforms.sampling import PatchSampler
+
+log = logging.getLogger(__name__)
+
+#: Gradient-norm clipping threshold (nnU-Net's).
+GRADIENT_CLIP = 12.0
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+
+Progress = Callable[[str, int, int], None]
+EpochCallback = Callable[[Mapping[str, float], str], None]  # (metrics row, formatted line)
+
+
+@dataclass
+class LoopOutcome:
+    """How the loop ended: epochs finished, the best epoch, the history, and why it stopped."""
+
+    epochs_done: int
+    best_epoch: int
+    best_dice: float
+    history: list[dict[str, float]]
+    stopped: str  # "completed" or "time limit"
+    best_weights: dict[str, torch.Tensor] = field(repr=False)
+
+
+@dataclass
+class LoopSettings:
+    """What the loop needs besides the pipeline and the cases.
+
+    Attributes:
+        run_dir: where checkpoints and records go.
+        device: where to compute.
+        fold: the fold trained (stored in checkpoints).
+        pipeline_yaml: the pipeline's text (stored in checkpoints).
+        deadline: ``time.monotonic()`` value by which training should stop, or None.
+        progress: ``(stage, done, total)``: ``"epoch"`` (epochs finished of the budget) as each
+            epoch starts and at the end, ``"train"`` after each step, ``"validate"`` after each case.
+        on_epoch: called with each epoch's metrics row and its one-line summary.
+    """
+
+    run_dir: Path
+    device: torch.device
+    fold: int | str
+    pipeline_yaml: str
+    deadline: float | None = None
+    progress: Progress | None = None
+    on_epoch: EpochCallback | None = None
+
+
+class Trainer:
+    """Trains one network on prepared cases as a pipeline says.
+
+    Args:
+        pipeline: the recipe (``training.epochs`` is the budget).
+        train_cases: prepared cases with labels to sample patches from.
+        validation_cases: prepared cases with labels to score; may be empty.
+        settings: run folder, device, time limit and callbacks.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        train_cases: Sequence[PreparedCase],
+        validation_cases: Sequence[PreparedCase],
+        settings: LoopSettings,
+    ) -> None:
+        if not train_cases:
+            raise InputError("training needs at least one labelled case")
+        self.pipeline = pipeline
+        self.train_cases = list(train_cases)
+        self.validation_cases = list(validation_cases)
+        self.settings = settings
+        self.labels = sorted(pipeline.labels)
+        self.label_names = unique_names([pipeline.labels[n].name for n in self.labels])
+        network = pipeline.network
+        self.deep_supervision = network.deep_supervision and network.deep_supervision_heads > 0
+        training = pipeline.training
+        seed_everything(training.seed)
+        device = settings.device
+        self.network = build_network(
+            network, in_channels=len(pipeline.preprocessing.channels), out_channels=pipeline.num_classes
+        ).to(device)
+        self.criterion = build_loss(training, deep_supervision=self.deep_supervision)
+        self.optimizer = build_optimizer(self.network.parameters(), training.optimizer)
+        self.scheduler = build_schedule(self.optimizer, training.schedule, total_steps=training.epochs)
+        self.scaler = grad_scaler(device)
+        self.history: list[dict[str, float]] = []
+        self.epoch = 0
+        self.best_epoch = 0
+        self.best_dice = math.nan
+        self._best_weights: dict[str, torch.Tensor] | None = None
+        self._validation_seconds = 0.0
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.settings.run_dir / CHECKPOINT_DIR
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Continue from ``checkpoint``: weights, optimiser, schedule, history and random states."""
+        self.network.load_state_dict(checkpoint.model)
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        self.scheduler.load_state_dict(checkpoint.scheduler)
+        if checkpoint.scaler:
+            self.scaler.load_state_dict(checkpoint.scaler)
+        # The schedule is a closed form of the epoch: follow the current budget's curve.
+        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
+            group["lr"] = base * factor(checkpoint.epoch)
+        self.history = [dict(row) for row in checkpoint.history]
+        self.epoch = checkpoint.epoch
+        self.best_epoch, self.best_dice = checkpoint.best_epoch, checkpoint.best_dice
+        self._validation_seconds = float(checkpoint.extra.get("validation_seconds", 0.0))
+        restore_rng(checkpoint.rng)
+
+    def _checkpoint(self) -> Checkpoint:
+        return Checkpoint(
+            epoch=self.epoch,
+            model=self.network.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            history=self.history,
+            best_epoch=self.best_epoch,
+            best_dice=self.best_dice,
+            rng=capture_rng(),
+            pipeline_yaml=self.settings.pipeline_yaml,
+            fold=self.settings.fold,
+            extra={"validation_seconds": self._validation_seconds},
+        )
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def run(self, records: RunRecords) -> LoopOutcome:
+        """Train until the epoch budget is spent or the deadline comes; returns the outcome."""
+        training = self.pipeline.training
+        stopped = "completed"
+        while self.epoch < training.epochs:
+            self._report("epoch", self.epoch, training.epochs)
+            epoch = self.epoch + 1
+            started = time.monotonic()
+            sampler = PatchSampler(self.train_cases, self.pipeline, seed=epoch_seed(training.seed, epoch), augment=True)
+            lr = float(self.optimizer.param_groups[0]["lr"])
+            loss, steps, out_of_time = self._train_epoch(sampler)
+            self.scheduler.step()
+            last = epoch == training.epochs or out_of_time or self._out_of_time(reserve=self._validation_seconds)
+            validate = bool(self.validation_cases) and (last or epoch % training.validation_interval == 0)
+            scores = self._validate() if validate else []
+            self.epoch = epoch
+            row = self._row(epoch, loss, scores, lr, time.monotonic() - started)
+            self.history.append(row)
+            improved = self._update_best(validated=validate)
+            self._save(improved)
+            records.epoch_done(self.history)
+            if self.settings.on_epoch is not None:
+                self.settings.on_epoch(row, format_epoch(row, epochs=training.epochs, label_names=self.label_names))
+            if last and epoch < training.epochs:
+                stopped = "time limit"
+                records.note(
+                    f"time limit reached: stopped after epoch {epoch} of {training.epochs} "
+                    f"({steps} of its {training.iterations_per_epoch} steps)"
+                )
+                break
+        self._report("epoch", self.epoch, training.epochs)
+        return LoopOutcome(
+            epochs_done=self.epoch,
+            best_epoch=self.best_epoch,
+            best_dice=self.best_dice,
+            history=self.history,
+            stopped=stopped,
+            best_weights=self.best_weights(),
+        )
+
+    def best_weights(self) -> dict[str, torch.Tensor]:
+        """The best epoch's weights: kept from this session, else read from ``best.pt``."""
+        if self._best_weights is not None:
+            return self._best_weights
+        path = self.checkpoint_dir / BEST_CHECKPOINT
+        if path.is_file():
+            return load_checkpoint(path).model
+        return self.network.state_dict()
+
+    def _train_epoch(self, sampler: PatchSampler) -> tuple[float, int, bool]:
+        """Run one epoch's steps; returns the mean loss, the steps taken, and whether the deadline cut it short."""
+        network, device = self.network, self.settings.device
+        steps = self.pipeline.training.iterations_per_epoch
+        network.train()
+        total, done = 0.0, 0
+        for step in range(steps):
+            image, label = sampler.batch()
+            image = torch.as_tensor(image).to(device, non_blocking=True)
+            label = torch.as_tensor(label).to(device, non_blocking=True)
+            self.optimizer.zero_grad(set_to_none=True)
+            with autocast(device):
+                output = network(image)
+            if self.deep_supervision:
+                loss = self.criterion([head.float() for head in output.unbind(1)], label)
+            else:
+                loss = self.criterion(output.float(), label)
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(network.parameters(), GRADIENT_CLIP)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            total += float(loss.detach())
+            done = step + 1
+            self._report("train", done, steps)
+            if self._out_of_time(reserve=self._validation_seconds) and done < steps:
+                return total / done, done, True
+        return total / done, done, False
+
+    def _validate(self) -> list[list[float]]:
+        """Per validation case, the Dice of each label."""
+        started = time.monotonic()
+        self.network.eval()
+        scores = []
+        for index, case in enumerate(self.validation_cases, start=1):
+            logits = predict_logits(self.network, case.image, self.pipeline, device=self.settings.device)
+            prediction = logits.argmax(0).numpy()
+            scores.append(dice_per_label(prediction, np.asarray(case.label[0]), self.labels))
+            self._report("validate", index, len(self.validation_cases))
+        self._validation_seconds = time.monotonic() - started
+        return scores
+
+    def _row(self, epoch: int, loss: float, scores: list[list[float]], lr: float, seconds: float) -> dict[str, float]:
+        per_label = [mean_ignoring_nan([case[i] for case in scores]) for i in range(len(self.labels))]
+        row = {"epoch": float(epoch), "train_loss": loss, "val_dice_mean": mean_ignoring_nan(per_label)}
+        row.update({dice_column(name): value for name, value in zip(self.label_names, per_label)})
+        row.update({"lr": lr, "seconds": seconds})
+        return row
+
+    def _update_best(self, *, validated: bool) -> bool:
+        if not self.validation_cases:
+            self.best_epoch = self.epoch
+            return True
+        if not validated:
+            return False
+        dice = self.history[-1]["val_dice_mean"]
+        best = -math.inf if math.isnan(self.best_dice) else self.best_dice
+        if self.best_epoch == 0 or (not math.isnan(dice) and dice >= best):
+            self.best_epoch, self.best_dice = self.epoch, dice
+            return True
+        return False
+
+    def _save(self, improved: bool) -> None:
+        checkpoint = self._checkpoint()
+        save_checkpoint(checkpoint, self.checkpoint_dir / LAST_CHECKPOINT)
+        if improved:
+            save_checkpoint(checkpoint, self.checkpoint_dir / BEST_CHECKPOINT)
+            self._best_weights = {name: tensor.detach().cpu().clone() for name, tensor in checkpoint.model.items()}
+
+    def _out_of_time(self, *, reserve: float) -> bool:
+        deadline = self.settings.deadline
+        return deadline is not None and time.monotonic() + reserve >= deadline
+
+    def _report(self, stage: str, done: int, total: int) -> None:
+        if self.settings.progress is not None:
+            self.settings.progress(stage, done, total)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The patch sampler's seed for one epoch: fixed by the run's seed and the epoch number."""
+    return int(np.random.default_rng([seed % 2**63, epoch]).integers(2**31))
+
+
+def unique_names(names: Sequence[str]) -> list[str]:
+    """Names made unique by numbering repeats (``kidney``, ``kidney_2``), for metric columns."""
+    seen: dict[str, int] = {}
+    result = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        result.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+    return result

@@ -1,0 +1,341 @@
+"""``train()``: from a dataset to a model folder, resumable, within a time limit.
+
+::
+
+    result = train("/data/Dataset001_Phantom", Path("runs/phantom"), epochs=50)
+    network, pipeline, facts = load_model(result.model_dir)
+
+The run folder holds everything the run made (see ``docs/training.md``)::
+
+    RUN_DIR/
+      pipeline.yaml  fingerprint.json  splits.json     what is trained, on which cases
+      cache/                                           prepared cases (read from raw files once)
+      checkpoints/last.pt  checkpoints/best.pt         for resuming, and the best weights
+      metrics.csv  train.log  curves.png  tensorboard/ what happened
+      model/                                           the result (see model_folder.py)
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from medseg.config.schema import Pipeline
+from medseg.errors import ConfigError
+from medseg.io.files import write_atomically
+from medseg.training.devices import compute_settings, resolve_device
+from medseg.training.loop import (
+    CHECKPOINT_DIR,
+    LAST_CHECKPOINT,
+    EpochCallback,
+    LoopSettings,
+    Progress,
+    Trainer,
+    unique_names,
+)
+from medseg.training.model_folder import export_model_folder
+from medseg.training.records import RunRecords
+from medseg.training.resolve import ResolvedPipeline, resolve_pipeline
+from medseg.training.splits import Fold, FoldCases, load_or_make_splits, select_fold
+from medseg.training.state import Checkpoint, load_checkpoint
+from medseg.transforms.prepare import PreparedCase
+
+log = logging.getLogger(__name__)
+
+MODEL_DIR = "model"
+CACHE_DIR = "cache"
+#: Processes preparing cases when there are at least this many (each holds one scan in memory).
+MAX_PREPARE_WORKERS = 8
+#: Files whose presence means a folder holds a run that ``resume=False`` must not overwrite.
+RUN_MARKERS = (f"{CHECKPOINT_DIR}/{LAST_CHECKPOINT}", "metrics.csv", MODEL_DIR)
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What a run achieved.
+
+    Attributes:
+        run_dir: the run folder.
+        model_dir: the exported model folder (``run_dir/model``), for :func:`load_model`.
+        epochs: epochs finished (over all sessions of the run).
+        best_epoch: the epoch whose weights were exported.
+        best_dice: its mean foreground validation Dice (NaN without validation).
+        history: one metrics row per epoch (as in ``metrics.csv``).
+        stopped: ``"completed"`` or ``"time limit"``.
+        seconds: wall time of this call.
+    """
+
+    run_dir: Path
+    model_dir: Path
+    epochs: int
+    best_epoch: int
+    best_dice: float
+    history: list[dict[str, float]]
+    stopped: str
+    seconds: float
+
+
+def train(
+    dataset_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    pipeline: Pipeline | str | os.PathLike[str] = "auto",
+    epochs: int | None = None,
+    time_limit_minutes: float | None = None,
+    fold: Fold | None = None,
+    device: Literal["auto", "cpu", "cuda"] | str = "auto",
+    resume: bool = False,
+    progress: Progress | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> TrainingResult:
+    """Train a network on a dataset and export the best epoch as a model folder.
+
+    Args:
+        dataset_path: an nnU-Net v2 or Decathlon folder, or a CSV/JSON list (see ``medseg.datasets``).
+        output: the run folder; created if absent. Without ``resume`` it must not hold a run.
+        pipeline: ``"auto"`` plans one for the dataset (``medseg plan``); else a
+            :class:`Pipeline` or a pipeline file, checked against the dataset's channels and labels.
+        epochs: overrides ``training.epochs`` (also when resuming, to extend or shorten a run).
+        time_limit_minutes: stop cleanly before this much wall time has passed (counted from
+            this call, preparation included): the epoch in progress is cut short, validated
+            and saved, and the best model exported. The call may overrun by about one validation.
+        fold: validate on this fold of ``training.folds`` and train on the others; ``None``
+            means fold 0 (or, when resuming, the checkpoint's fold); ``"all"`` trains on every
+            case without validation and exports the last epoch.
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        resume: continue the run in ``output`` from ``checkpoints/last.pt`` (start it when
+            there is none). The pipeline must be the same, except for ``training.epochs``.
+        progress: ``(stage, done, total)``: stages ``check``, ``fingerprint``, ``prepare`` (per
+            case), ``epoch`` (epochs finished of the budget), ``train`` (per step of the epoch)
+            and ``validate`` (per validation case).
+        on_epoch: ``(metrics row, one-line summary)`` after each epoch.
+
+    Raises:
+        ConfigError: bad options, a pipeline that does not fit the dataset, a run folder
+            in use without ``resume``, or a resume with another pipeline or fold.
+        DatasetError: the dataset cannot be read, or cases have errors (all listed).
+        ModelError: a damaged checkpoint.
+    """
+    started = time.monotonic()
+    _check_options(epochs, time_limit_minutes, fold)
+    deadline = None if time_limit_minutes is None else started + time_limit_minutes * 60.0
+    run_dir = Path(output)
+    checkpoint = _open_run_dir(run_dir, resume=resume)
+    target = resolve_device(device)
+    if checkpoint is not None:
+        fold = _resumed_fold(checkpoint, fold)
+    resolved = resolve_pipeline(
+        dataset_path, pipeline, run_dir=run_dir, checkpoint=checkpoint, epochs=epochs, progress=progress
+    )
+    fold = 0 if fold is None else fold
+    chosen = _choose_cases(run_dir, resolved, fold)
+    _write_run_files(run_dir, resolved)
+    records = RunRecords(
+        run_dir,
+        label_names=unique_names([resolved.pipeline.labels[n].name for n in sorted(resolved.pipeline.labels)]),
+        epochs=resolved.pipeline.training.epochs,
+        first_epoch=(checkpoint.epoch + 1) if checkpoint is not None else 1,
+    )
+    _note_start(records, resolved, chosen, checkpoint, target)
+    if checkpoint is not None and checkpoint.history:  # drop rows of epochs the checkpoint does not have
+        records.write_csv(checkpoint.history)
+        records.write_curves(checkpoint.history)
+    train_cases, validation_cases = _prepare(run_dir, resolved, chosen, progress)
+    settings = LoopSettings(
+        run_dir=run_dir,
+        device=target,
+        fold=fold,
+        pipeline_yaml=resolved.text,
+        deadline=deadline,
+        progress=progress,
+        on_epoch=on_epoch,
+    )
+    try:
+        with compute_settings(target):
+            trainer = Trainer(
+                resolved.pipeline, train_cases=train_cases, validation_cases=validation_cases, settings=settings
+            )
+            if checkpoint is not None:
+                trainer.restore(checkpoint)
+            outcome = trainer.run(records)
+    finally:
+        records.close()
+    model_dir = export_model_folder(
+        run_dir / MODEL_DIR,
+        weights=outcome.best_weights,
+        pipeline=resolved.pipeline,
+        pipeline_yaml=resolved.text,
+        fingerprint=resolved.fingerprint,
+        metadata=_model_facts(resolved, chosen, outcome, target),
+    )
+    seconds = time.monotonic() - started
+    dice = "no validation" if math.isnan(outcome.best_dice) else f"mean Dice {outcome.best_dice:.4f}"
+    records.note(
+        f"exported epoch {outcome.best_epoch} ({dice}) to {model_dir} "
+        f"after {outcome.epochs_done} epoch(s); {outcome.stopped}; {seconds:.1f} s in this session"
+    )
+    return TrainingResult(
+        run_dir=run_dir,
+        model_dir=model_dir,
+        epochs=outcome.epochs_done,
+        best_epoch=outcome.best_epoch,
+        best_dice=outcome.best_dice,
+        history=outcome.history,
+        stopped=outcome.stopped,
+        seconds=seconds,
+    )
+
+
+def _check_options(epochs: int | None, time_limit_minutes: float | None, fold: Fold | None) -> None:
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        raise ConfigError(f"epochs must be a whole number of at least 1, got {epochs!r}")
+    if time_limit_minutes is not None and not (
+        isinstance(time_limit_minutes, (int, float))
+        and not isinstance(time_limit_minutes, bool)
+        and 0 < time_limit_minutes < float("inf")
+    ):
+        raise ConfigError(f"the time limit must be a positive number of minutes, got {time_limit_minutes!r}")
+    if fold is not None and fold != "all" and (isinstance(fold, bool) or not isinstance(fold, int) or fold < 0):
+        raise ConfigError(f"fold must be a fold number (0, 1, ...) or 'all', got {fold!r}")
+
+
+def _open_run_dir(run_dir: Path, *, resume: bool) -> Checkpoint | None:
+    """The checkpoint to continue from (None for a new run); refuses to overwrite a run."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir}: exists and is not a folder; choose a folder for the run")
+    last = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+    if not resume:
+        found = [name for name in RUN_MARKERS if (run_dir / name).exists()]
+        if found:
+            raise ConfigError(
+                f"{run_dir}: holds a training run already ({', '.join(found)}); resume it, "
+                "or choose a new output folder"
+            )
+        return None
+    if not last.is_file():
+        log.info("%s: no checkpoint to resume from; starting the run", run_dir)
+        return None
+    return load_checkpoint(last)
+
+
+def _resumed_fold(checkpoint: Checkpoint, fold: Fold | None) -> Fold:
+    saved: Fold = checkpoint.fold if checkpoint.fold == "all" else int(checkpoint.fold)
+    if fold is not None and fold != saved:
+        raise ConfigError(
+            f"cannot resume fold {fold!r}: this run trains fold {saved!r}; train another fold into a new folder"
+        )
+    return saved
+
+
+def _choose_cases(run_dir: Path, resolved: ResolvedPipeline, fold: Fold) -> FoldCases:
+    case_ids = [case.case_id for case in resolved.dataset.cases]
+    if fold == "all":
+        if not case_ids:
+            raise ConfigError(f"{resolved.dataset.root}: the dataset has no training cases")
+        return FoldCases("all", tuple(sorted(case_ids)), ())
+    training = resolved.pipeline.training
+    splits = load_or_make_splits(run_dir, case_ids, folds=training.folds, seed=training.seed)
+    return select_fold(splits, fold)
+
+
+def _write_run_files(run_dir: Path, resolved: ResolvedPipeline) -> None:
+    import json
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_atomically(run_dir / "pipeline.yaml", lambda tmp: tmp.write_text(resolved.text))
+    if resolved.fingerprint is not None:
+        text = json.dumps(resolved.fingerprint, indent=2) + "\n"
+        write_atomically(run_dir / "fingerprint.json", lambda tmp: tmp.write_text(text))
+
+
+def _note_start(
+    records: RunRecords, resolved: ResolvedPipeline, chosen: FoldCases, checkpoint: Checkpoint | None, device: Any
+) -> None:
+    pipeline = resolved.pipeline
+    where = f"resumed after epoch {checkpoint.epoch}" if checkpoint is not None else "started"
+    records.note(
+        f"{where}: {pipeline.name!r} ({pipeline.network.dimensions}D), fold {chosen.fold}, "
+        f"{len(chosen.train)} training / {len(chosen.validation)} validation cases, "
+        f"{pipeline.training.epochs} epochs x {pipeline.training.iterations_per_epoch} steps on {device}"
+    )
+
+
+def _prepare(
+    run_dir: Path, resolved: ResolvedPipeline, chosen: FoldCases, progress: Progress | None
+) -> tuple[list[PreparedCase], list[PreparedCase]]:
+    """Prepare (or read from the cache) the training and validation cases."""
+    from medseg.datasets import load_case
+    from medseg.transforms.cache import CaseCache
+
+    dataset = resolved.dataset
+    cache = CaseCache(run_dir / CACHE_DIR, resolved.pipeline)
+    loaders = {
+        case_id: functools.partial(load_case, dataset, dataset.case(case_id))
+        for case_id in (*chosen.train, *chosen.validation)
+    }
+    stage = None if progress is None else functools.partial(progress, "prepare")
+    workers = min(os.cpu_count() or 1, MAX_PREPARE_WORKERS) if len(loaders) >= MAX_PREPARE_WORKERS else 1
+    if workers > 1 and not _main_module_is_guarded():
+        log.info(
+            "preparing cases one at a time: worker processes would re-run the calling script, which has no "
+            '`if __name__ == "__main__":` guard'
+        )
+        workers = 1
+    cache.prepare_all(list(loaders.items()), workers=workers, progress=stage)
+
+    def get(ids: Sequence[str]) -> list[PreparedCase]:
+        return [cache.get(case_id, loaders[case_id]) for case_id in ids]
+
+    return get(chosen.train), get(chosen.validation)
+
+
+def _main_module_is_guarded() -> bool:
+    """Whether worker processes (started by spawning) can import ``__main__`` without re-running it.
+
+    True for interactive sessions, ``python -c``, and scripts (console scripts, ``-m`` modules)
+    that keep their work under ``if __name__ == "__main__":``.
+    """
+    import sys
+
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if path is None:
+        return True
+    try:
+        source = Path(path).read_text(errors="replace")
+    except OSError:
+        return False
+    return re.search(r"""if\s+__name__\s*==\s*['"]__main__['"]""", source) is not None
+
+
+def _model_facts(resolved: ResolvedPipeline, chosen: FoldCases, outcome: Any, device: Any) -> Mapping[str, Any]:
+    best_row = next((row for row in outcome.history if int(row["epoch"]) == outcome.best_epoch), {})
+    return {
+        "dataset": resolved.dataset.name,
+        "dataset_path": str(resolved.dataset.root),
+        "pipeline": resolved.pipeline.name,
+        "fold": chosen.fold,
+        "cases": {"train": list(chosen.train), "validation": list(chosen.validation)},
+        "epochs_planned": resolved.pipeline.training.epochs,
+        "epochs_run": outcome.epochs_done,
+        "stopped": outcome.stopped,
+        "best_epoch": outcome.best_epoch,
+        "best_dice": _json_number(outcome.best_dice),
+        "best_dice_per_label": {
+            key.removeprefix("val_dice_"): _json_number(value)
+            for key, value in best_row.items()
+            if key.startswith("val_dice_") and key != "val_dice_mean"
+        },
+        "device": str(device),
+    }
+
+
+def _json_number(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)  # NaN -> null

@@ -1,0 +1,256 @@
+"""`train()` end to end on phantoms with a tiny network: records, model folder, resume, determinism, budgets."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from medseg.config import parse_pipeline
+from medseg.datasets import load_case, open_dataset
+from medseg.errors import ConfigError
+from medseg.training import load_model, train
+from medseg.training.model_folder import file_sha256
+from medseg.training.records import read_metrics
+from medseg.training.splits import read_splits
+from medseg.training.state import load_checkpoint
+from medseg.training.validation import predict_logits
+from medseg.transforms.prepare import prepare_case
+from tests.training.conftest import TINY
+
+COLUMNS = [
+    "epoch",
+    "train_loss",
+    "val_dice_mean",
+    "val_dice_liver",
+    "val_dice_spleen",
+    "val_dice_kidney",
+    "lr",
+    "seconds",
+]
+
+
+def same_rows(a: list[dict[str, float]], b: list[dict[str, float]]) -> bool:
+    """Equal metrics (NaN equal to NaN), wall times aside."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        for key in x:
+            if key != "seconds" and not (x[key] == y[key] or (math.isnan(x[key]) and math.isnan(y[key]))):
+                return False
+    return True
+
+
+def weights(folder) -> dict[str, torch.Tensor]:
+    return torch.load(folder / "model.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def reference(phantom_dataset, tiny_pipeline_file, tmp_path_factory):
+    """Three uninterrupted epochs of the tiny pipeline, validating on fold 0."""
+    run = tmp_path_factory.mktemp("runs") / "reference"
+    return train(phantom_dataset, run, pipeline=tiny_pipeline_file, device="cpu")
+
+
+def test_a_run_leaves_metrics_curves_log_events_and_checkpoints(reference):
+    run = reference.run_dir
+    assert reference.epochs == 3 and reference.stopped == "completed"
+    assert (run / "metrics.csv").read_text().splitlines()[0].split(",") == COLUMNS
+    rows = read_metrics(run / "metrics.csv")
+    assert same_rows(rows, reference.history)
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    assert all(math.isfinite(row["train_loss"]) and 0 <= row["val_dice_mean"] <= 1 for row in rows)
+    assert rows[0]["lr"] == pytest.approx(0.01) and rows[0]["lr"] > rows[1]["lr"] > rows[2]["lr"] > 0
+    best = max(range(3), key=lambda i: (rows[i]["val_dice_mean"], i))  # ties go to the later epoch
+    assert reference.best_epoch == best + 1 and reference.best_dice == rows[best]["val_dice_mean"]
+
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    log_lines = (run / "train.log").read_text().splitlines()
+    assert sum(" epoch " in line and "loss" in line for line in log_lines) == 3
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert {"loss/train", "dice/mean", "dice/liver", "lr"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("loss/train")] == [1, 2, 3]
+
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert last.epoch == 3 and len(last.history) == 3 and last.fold == 0
+    assert load_checkpoint(run / "checkpoints" / "best.pt").epoch == reference.best_epoch
+
+
+def test_the_model_folder_holds_the_best_weights_and_says_what_they_are(reference, phantom_dataset):
+    folder = reference.model_dir
+    assert sorted(p.name for p in folder.iterdir()) == ["labels.json", "model.json", "model.pt", "pipeline.yaml"]
+    facts = json.loads((folder / "model.json").read_text())
+    assert facts["model_sha256"] == file_sha256(folder / "model.pt")
+    assert facts["dataset"] == "Phantom" and facts["fold"] == 0 and facts["epochs_run"] == 3
+    assert facts["best_epoch"] == reference.best_epoch and facts["best_dice"] == reference.best_dice
+    assert facts["in_channels"] == 1 and facts["num_classes"] == 4
+    assert {"medseg_version", "torch_version", "monai_version", "created"} <= set(facts)
+    splits = read_splits(reference.run_dir / "splits.json")
+    assert tuple(facts["cases"]["validation"]) == splits[0].validation
+    assert tuple(facts["cases"]["train"]) == splits[0].train
+    assert json.loads((folder / "labels.json").read_text()) == {
+        "1": {"name": "liver"},
+        "2": {"name": "spleen"},
+        "3": {"name": "kidney"},
+    }
+    assert (folder / "pipeline.yaml").read_text() == TINY  # the given file, comments kept
+    best = load_checkpoint(reference.run_dir / "checkpoints" / "best.pt").model
+    assert all(torch.equal(best[name], value) for name, value in weights(folder).items())
+
+
+def test_a_loaded_model_predicts_a_whole_volume(reference, phantom_dataset):
+    network, pipeline, facts = load_model(reference.model_dir, device="cpu")
+    assert not network.training and pipeline == parse_pipeline(TINY)
+    assert facts["best_epoch"] == reference.best_epoch
+    dataset = open_dataset(phantom_dataset)
+    image, _ = load_case(dataset, dataset.cases[0])
+    prepared = prepare_case(image, None, pipeline)
+    logits = predict_logits(network, prepared.image, pipeline, device=torch.device("cpu"))
+    assert logits.shape == (4, *prepared.image.shape[1:])
+    assert torch.isfinite(logits).all()
+
+
+def test_the_same_seed_gives_the_same_run(reference, phantom_dataset, tiny_pipeline_file, tmp_path):
+    again = train(phantom_dataset, tmp_path / "again", pipeline=tiny_pipeline_file, device="cpu")
+    assert same_rows(again.history, reference.history)
+    first, second = weights(reference.model_dir), weights(again.model_dir)
+    assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_an_interrupted_run_resumes_as_if_never_stopped(reference, phantom_dataset, tiny_pipeline_file, tmp_path):
+    run = tmp_path / "run"
+    epochs_done = []
+
+    def kill_in_epoch_three(stage: str, done: int, total: int) -> None:
+        if stage == "epoch":
+            epochs_done.append(done)
+        if stage == "train" and done == 2 and epochs_done[-1] == 2:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of epoch 3
+
+    with pytest.raises(KeyboardInterrupt):
+        train(phantom_dataset, run, pipeline=tiny_pipeline_file, device="cpu", progress=kill_in_epoch_three)
+    assert load_checkpoint(run / "checkpoints" / "last.pt").epoch == 2
+    assert same_rows(read_metrics(run / "metrics.csv"), reference.history[:2])
+    assert not (run / "model").exists()
+
+    resumed = train(phantom_dataset, run, device="cpu", resume=True)  # "auto": the run's own pipeline
+    assert resumed.epochs == 3
+    assert same_rows(read_metrics(run / "metrics.csv"), reference.history)
+    first, second = weights(reference.model_dir), weights(resumed.model_dir)
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    assert "resumed after epoch 2" in (run / "train.log").read_text()
+
+
+def test_a_finished_run_can_be_extended_on_resume(phantom_dataset, tiny_pipeline_file, tmp_path):
+    run = tmp_path / "run"
+    short = train(phantom_dataset, run, pipeline=tiny_pipeline_file, epochs=2, device="cpu")
+    longer = train(phantom_dataset, run, pipeline=tiny_pipeline_file, epochs=3, device="cpu", resume=True)
+    assert len(longer.history) == 3 and same_rows(longer.history[:2], short.history)
+    assert longer.history[2]["lr"] == pytest.approx(0.01 * (1 - 2 / 3) ** 0.9)  # the 3-epoch curve from epoch 3
+    text = (run / "pipeline.yaml").read_text()
+    assert "  epochs: 3  # three epochs" in text and text.startswith("# A tiny pipeline for tests.")
+    again = train(phantom_dataset, run, device="cpu", resume=True)  # nothing left to do: exports again
+    assert again.epochs == 3 and same_rows(again.history, longer.history)
+
+
+def test_resuming_with_another_pipeline_or_fold_is_refused(reference, phantom_dataset, tiny_pipeline):
+    before = (reference.run_dir / "metrics.csv").read_bytes()
+    optimizer = tiny_pipeline.training.optimizer.model_copy(update={"learning_rate": 0.02})
+    changed = tiny_pipeline.model_copy(
+        update={"training": tiny_pipeline.training.model_copy(update={"optimizer": optimizer})}
+    )
+    with pytest.raises(ConfigError, match=r"different pipeline \(changed: training\.optimizer\.learning_rate\)"):
+        train(phantom_dataset, reference.run_dir, pipeline=changed, device="cpu", resume=True)
+    with pytest.raises(ConfigError, match="this run trains fold 0"):
+        train(phantom_dataset, reference.run_dir, fold=1, device="cpu", resume=True)
+    with pytest.raises(ConfigError, match="holds a training run already"):
+        train(phantom_dataset, reference.run_dir, pipeline=tiny_pipeline, device="cpu")
+    assert (reference.run_dir / "metrics.csv").read_bytes() == before
+
+
+def test_a_time_limit_stops_cleanly_and_exports_the_best_model(phantom_dataset, tiny_pipeline, tmp_path):
+    limit_minutes = 0.05
+    result = train(
+        phantom_dataset, tmp_path / "run", pipeline=tiny_pipeline, epochs=10_000, time_limit_minutes=limit_minutes
+    )
+    assert result.stopped == "time limit" and 1 <= result.epochs < 10_000
+    last = result.history[-1]
+    assert not math.isnan(last["val_dice_mean"])  # the cut-short epoch was validated
+    facts = json.loads((result.model_dir / "model.json").read_text())
+    assert facts["stopped"] == "time limit" and facts["epochs_run"] == result.epochs
+    load_model(result.model_dir)
+    # Within the limit plus about one validation (a validation here takes well under a second).
+    assert result.seconds < limit_minutes * 60 + 3.0
+    assert "time limit reached" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_fold_all_trains_on_every_case_and_exports_the_last_epoch(phantom_dataset, tiny_pipeline, tmp_path):
+    result = train(phantom_dataset, tmp_path / "run", pipeline=tiny_pipeline, epochs=2, fold="all", device="cpu")
+    assert result.best_epoch == 2 and math.isnan(result.best_dice)
+    assert all(math.isnan(row["val_dice_mean"]) for row in result.history)
+    facts = json.loads((result.model_dir / "model.json").read_text())
+    assert facts["fold"] == "all" and facts["best_dice"] is None
+    assert len(facts["cases"]["train"]) == 6 and facts["cases"]["validation"] == []
+    assert not (tmp_path / "run" / "splits.json").exists()
+
+
+def test_a_2d_pipeline_trains_on_slices_and_validates_slice_by_slice(phantom_dataset, tmp_path):
+    text = (
+        TINY.replace("dimensions: 3", "dimensions: 2")
+        .replace("[[3, 3, 3], [3, 3, 3], [3, 3, 3]]", "[[3, 3], [3, 3], [3, 3]]")
+        .replace("[[1, 1, 1], [2, 2, 2], [2, 2, 2]]", "[[1, 1], [2, 2], [2, 2]]")
+        .replace("patch_size: [32, 32, 16]", "patch_size: [32, 32]\n  augmentation: {flip_axes: [0, 1]}")
+    )
+    pipeline = parse_pipeline(text)
+    result = train(phantom_dataset, tmp_path / "run", pipeline=pipeline, epochs=1, device="cpu")
+    assert 0 <= result.best_dice <= 1
+    _, loaded, _ = load_model(result.model_dir)
+    assert loaded.network.dimensions == 2
+    cases = read_splits(tmp_path / "run" / "splits.json")[0].validation
+    assert len(cases) == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("channels", r"takes 2 channel\(s\) \['CT', 'PET'\], the dataset 'Phantom' has 1"),
+        ("labels", r"label\(s\) 2 spleen, 3 kidney that pipeline 'tiny' does not list"),
+    ],
+)
+def test_a_pipeline_that_does_not_fit_the_dataset_is_refused(phantom_dataset, tmp_path, change, message):
+    if change == "channels":
+        extra = "    - {name: PET, normalization: {scheme: zscore}}\n"
+        text = TINY.replace("std: 50.0}}\n", "std: 50.0}}\n" + extra)
+    else:
+        text = TINY.replace("labels: {1: liver, 2: spleen, 3: kidney}", "labels: {1: liver}")
+    with pytest.raises(ConfigError, match=message):
+        train(phantom_dataset, tmp_path / "run", pipeline=parse_pipeline(text), device="cpu")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"epochs": 0}, "epochs must be"),
+        ({"time_limit_minutes": -1}, "time limit must be"),
+        ({"fold": -1}, "fold must be"),
+        ({"fold": 7}, "fold must be 'all' or a number from 0 to 2"),
+        ({"device": "tpu"}, "device must be one of"),
+    ],
+)
+def test_bad_options_are_refused_with_a_clear_message(phantom_dataset, tiny_pipeline, tmp_path, options, message):
+    with pytest.raises(ConfigError, match=message):
+        train(phantom_dataset, tmp_path / "run", pipeline=tiny_pipeline, **options)
+
+
+def test_cuda_is_refused_clearly_where_there_is_none(phantom_dataset, tiny_pipeline, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        train(phantom_dataset, tmp_path / "run", pipeline=tiny_pipeline, device="cuda")
