@@ -21,7 +21,6 @@ import functools
 import logging
 import math
 import os
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -283,36 +282,12 @@ def _prepare(
     }
     stage = None if progress is None else functools.partial(progress, "prepare")
     workers = min(os.cpu_count() or 1, MAX_PREPARE_WORKERS) if len(loaders) >= MAX_PREPARE_WORKERS else 1
-    if workers > 1 and not _main_module_is_guarded():
-        log.info(
-            "preparing cases one at a time: worker processes would re-run the calling script, which has no "
-            '`if __name__ == "__main__":` guard'
-        )
-        workers = 1
     cache.prepare_all(list(loaders.items()), workers=workers, progress=stage)
 
     def get(ids: Sequence[str]) -> list[PreparedCase]:
         return [cache.get(case_id, loaders[case_id]) for case_id in ids]
 
     return get(chosen.train), get(chosen.validation)
-
-
-def _main_module_is_guarded() -> bool:
-    """Whether worker processes (started by spawning) can import ``__main__`` without re-running it.
-
-    True for interactive sessions, ``python -c``, and scripts (console scripts, ``-m`` modules)
-    that keep their work under ``if __name__ == "__main__":``.
-    """
-    import sys
-
-    path = getattr(sys.modules.get("__main__"), "__file__", None)
-    if path is None:
-        return True
-    try:
-        source = Path(path).read_text(errors="replace")
-    except OSError:
-        return False
-    return re.search(r"""if\s+__name__\s*==\s*['"]__main__['"]""", source) is not None
 
 
 def _model_facts(resolved: ResolvedPipeline, chosen: FoldCases, outcome: Any, device: Any) -> Mapping[str, Any]:

@@ -24,7 +24,6 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ import numpy as np
 from medseg.config.schema import Pipeline
 from medseg.errors import InputError
 from medseg.geometry import Geometry
+from medseg.parallel import ordered_map
 from medseg.transforms.prepare import PreparedCase, prepare_case
 from medseg.volume import Volume
 
@@ -177,8 +177,7 @@ class CaseCache:
         Args:
             cases: ``(case_id, load)`` pairs; with ``workers > 1`` each ``load``
                 must be picklable (e.g. ``functools.partial(load_case, dataset, case)``).
-                Processes start the platform's default way (fork on Linux); where that
-                is spawn, the calling script needs an ``if __name__ == "__main__"`` guard.
+                Worker processes are forked (Linux; elsewhere cases are prepared here).
             workers: processes preparing cases side by side (1: in this process).
             progress: called as ``progress(done, total)`` after each case.
         """
@@ -189,20 +188,11 @@ class CaseCache:
         if not missing:
             return
         self._ensure_folder()
-        if workers <= 1 or len(missing) == 1:
-            for case_id, load in missing:
-                self.get(case_id, load)
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-            return
-        with ProcessPoolExecutor(min(workers, len(missing)), initializer=_single_thread) as pool:
-            futures = [pool.submit(_prepare_into, self.folder.parent, self.pipeline, c, load) for c, load in missing]
-            for future in as_completed(futures):
-                future.result()
-                done += 1
-                if progress is not None:
-                    progress(done, total)
+        work = [(self.folder.parent, self.pipeline, case_id, load) for case_id, load in missing]
+        for _ in ordered_map(_prepare_into, work, workers=workers, min_items=2, initializer=_single_thread):
+            done += 1
+            if progress is not None:
+                progress(done, total)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -290,5 +280,6 @@ def _single_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _prepare_into(root: Path, pipeline: Pipeline, case_id: str, load: Loader) -> None:
+def _prepare_into(job: tuple[Path, Pipeline, str, Loader]) -> None:
+    root, pipeline, case_id, load = job
     CaseCache(root, pipeline).get(case_id, load)

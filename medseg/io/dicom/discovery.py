@@ -20,7 +20,7 @@ import numpy as np
 from medseg.errors import InputError
 from medseg.geometry import Geometry
 from medseg.io.dicom.headers import Frame, SeriesHeader, SkippedFile, read_frames
-from medseg.io.dicom.parallel import default_workers, ordered_map
+from medseg.parallel import default_workers, ordered_map
 from medseg.io.dicom.stack import MISSING_UID, Problem, StackLayout, analyze_stack
 
 ProgressCallback = Callable[[int, int], None]

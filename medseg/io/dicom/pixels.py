@@ -27,7 +27,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, JPEGLSLossless, JPE
 
 from medseg.errors import DicomError
 from medseg.io.dicom.headers import Frame, PixelEncoding
-from medseg.io.dicom.parallel import default_workers, ordered_map, worth_a_pool
+from medseg.parallel import default_workers, ordered_map, worth_a_pool
 
 ProgressCallback = Callable[[int, int], None]
 
