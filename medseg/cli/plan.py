@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from medseg.config import dump_pipeline, save_pipeline
     from medseg.errors import ConfigError
     from medseg.io.files import write_atomically
-    from medseg.planning import plan_dataset
+    from medseg.planning import fingerprint_path, plan_dataset
 
     if not args.dataset.exists():
         raise FileNotFoundError(f"{args.dataset}: no such file or folder")
@@ -77,9 +77,3 @@ def run(args: argparse.Namespace) -> int:
         )
     return 0
 
-
-def fingerprint_path(pipeline_path: Path) -> Path:
-    """Where the fingerprint is written beside a pipeline file."""
-    name = pipeline_path.name
-    stem = name[: -len(".yaml")] if name.endswith(".yaml") else name[: -len(".yml")] if name.endswith(".yml") else name
-    return pipeline_path.with_name(stem + ".fingerprint.json")

@@ -5,7 +5,7 @@ pipeline, comments = plan_pipeline(fingerprint, name="liver", memory_gb=8)
 save_pipeline(pipeline, "liver.yaml", comments=comments)
 """
 
-from medseg.planning.dataset import Plan, plan_dataset
+from medseg.planning.dataset import Plan, fingerprint_path, plan_dataset
 from medseg.planning.fingerprint import ChannelStats, Fingerprint, compute_fingerprint
 from medseg.planning.memory import estimate_memory_gb, pipeline_memory_gb
 from medseg.planning.planner import plan_pipeline
@@ -19,6 +19,7 @@ __all__ = [
     "check_patch",
     "compute_fingerprint",
     "estimate_memory_gb",
+    "fingerprint_path",
     "pipeline_memory_gb",
     "plan_dataset",
     "plan_pipeline",

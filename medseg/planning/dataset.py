@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -35,6 +36,13 @@ class Plan:
             f"Pipeline planned by `medseg plan` for {self.dataset.name} ({self.fingerprint.num_cases} training cases,\n"
             f"{self.dataset.layout} layout). Each choice is explained above its key; edit freely."
         )
+
+
+def fingerprint_path(pipeline_path: str | os.PathLike[str]) -> Path:
+    """Where ``medseg plan --output plan.yaml`` puts the fingerprint: ``plan.fingerprint.json``."""
+    path = Path(pipeline_path)
+    stem = path.name.removesuffix(".yaml").removesuffix(".yml")
+    return path.with_name(stem + ".fingerprint.json")
 
 
 def default_memory_gb() -> float:

@@ -100,6 +100,7 @@ class RunRecords:
         """Draw training loss and validation Dice against epoch into ``curves.png``."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
 
         figure = Figure(figsize=(10, 4), dpi=100, layout="constrained")
         FigureCanvasAgg(figure)
@@ -115,6 +116,8 @@ class RunRecords:
                 dice_axes.plot(x, [row.get(dice_column(name), math.nan) for row in validated], linewidth=1, label=name)
             dice_axes.legend(loc="lower right", fontsize="small")
         dice_axes.set(xlabel="epoch", ylabel="Dice", title="validation Dice", ylim=(0, 1))
+        for axes in (loss_axes, dice_axes):
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         for axes in (loss_axes, dice_axes):
             axes.grid(alpha=0.3)
         return write_atomically(self.run_dir / CURVES_FILE, lambda tmp: figure.savefig(tmp, format="png"))

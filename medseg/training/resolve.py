@@ -62,12 +62,12 @@ def resolve_pipeline(
                 checkpoint.pipeline_yaml,
             )
             dataset = open_dataset(dataset_path)
-            fingerprint = _read_fingerprint(run_dir)
+            fingerprint = _read_fingerprint(run_dir / "fingerprint.json")
         elif saved_file.is_file():
             log.info("using the pipeline saved in %s", saved_file)
             chosen, text = load_pipeline(saved_file), saved_file.read_text()
             dataset = open_dataset(dataset_path)
-            fingerprint = _read_fingerprint(run_dir)
+            fingerprint = _read_fingerprint(run_dir / "fingerprint.json")
         else:
             from medseg.planning import plan_dataset
 
@@ -79,7 +79,11 @@ def resolve_pipeline(
         if isinstance(pipeline, Pipeline):
             chosen, text = pipeline, dump_pipeline(pipeline)
         else:
+            from medseg.planning import fingerprint_path
+
             chosen, text = load_pipeline(pipeline), Path(pipeline).read_text()
+            fingerprint = _read_fingerprint(fingerprint_path(pipeline))  # written there by `medseg plan -o`
+        fingerprint = fingerprint or _read_fingerprint(run_dir / "fingerprint.json")
         dataset = open_dataset(dataset_path)
         if checkpoint is None:
             problems = check_dataset(dataset, progress=_stage(progress, "check"))
@@ -175,8 +179,7 @@ def _without_epochs(pipeline: Pipeline) -> dict[str, Any]:
     return data
 
 
-def _read_fingerprint(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / "fingerprint.json"
+def _read_fingerprint(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:

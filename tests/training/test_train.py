@@ -254,3 +254,17 @@ def test_cuda_is_refused_clearly_where_there_is_none(phantom_dataset, tiny_pipel
         pytest.skip("a CUDA GPU is present")
     with pytest.raises(ConfigError, match="no CUDA GPU"):
         train(phantom_dataset, tmp_path / "run", pipeline=tiny_pipeline, device="cuda")
+
+
+
+def test_a_planned_pipeline_file_brings_its_fingerprint_into_the_model_folder(phantom_dataset, tmp_path):
+    from medseg.cli import main as cli
+
+    assert cli(["-q", "plan", str(phantom_dataset), "--output", str(tmp_path / "plan.yaml"), "--memory-gb", "0.6"]) == 0
+    fingerprint = json.loads((tmp_path / "plan.fingerprint.json").read_text())
+    # The plan's fingerprint beside a tiny pipeline file of the same name, so the test stays fast.
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    (tmp_path / "tiny.fingerprint.json").write_text(json.dumps(fingerprint))
+    result = train(phantom_dataset, tmp_path / "run", pipeline=tmp_path / "tiny.yaml", epochs=1, device="cpu")
+    assert json.loads((result.model_dir / "fingerprint.json").read_text()) == fingerprint
+    assert fingerprint["num_cases"] == 6
