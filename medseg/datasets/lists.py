@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medseg.datasets.manifest import parse_channels, parse_labels, read_json, stem
+from medseg.datasets.manifest import dataset_name, parse_channels, parse_labels, read_json, stem
 from medseg.datasets.model import Case, CaseProblem, Dataset, DatasetError
 
 #: ``cases.csv`` -> ``cases.dataset.json``
@@ -79,15 +79,14 @@ def open_list(path: Path) -> Dataset:
             test_cases.append(Case(case_id, images, None))
     if not cases:
         problems.append(CaseProblem("", str(path), "no case has a label, so there is nothing to train on", "warning"))
-    name = meta.get("name")
     return Dataset(
         root=folder,
-        name=name if isinstance(name, str) and name else path.stem,
+        name=dataset_name(meta, path.stem),
         layout="list",
         channels=channels,
         labels=labels,
-        cases=tuple(sorted(cases, key=lambda c: c.case_id)),
-        test_cases=tuple(sorted(test_cases, key=lambda c: c.case_id)),
+        cases=tuple(cases),
+        test_cases=tuple(test_cases),
         manifest=path,
         problems=tuple(problems),
     )

@@ -97,6 +97,12 @@ def parse_labels(value: Any, path: Path, key: str = "labels") -> dict[int, str]:
     return {n: name for n, name in sorted(pairs) if n != 0}
 
 
+def dataset_name(description: Mapping[str, Any], fallback: str) -> str:
+    """The description's ``name`` when it is a non-empty string, else ``fallback``."""
+    name = description.get("name")
+    return name if isinstance(name, str) and name else fallback
+
+
 def image_suffix(name: str) -> str:
     """The image-format ending of a file name (``".nii.gz"``, ``".nrrd"``, ...), else ``""``."""
     lower = name.lower()

@@ -87,6 +87,11 @@ class Dataset:
     manifest: Path | None = None
     problems: tuple[CaseProblem, ...] = field(default=(), repr=False)
 
+    def __post_init__(self) -> None:
+        # Cases are sorted by id whatever order a layout listed them in.
+        object.__setattr__(self, "cases", tuple(sorted(self.cases, key=lambda c: c.case_id)))
+        object.__setattr__(self, "test_cases", tuple(sorted(self.test_cases, key=lambda c: c.case_id)))
+
     @property
     def modality(self) -> str:
         """``"CT"`` for a single channel named CT, ``"MR"`` when every channel is an MR contrast.

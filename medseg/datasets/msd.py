@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from medseg.datasets.manifest import parse_channels, parse_labels, require, stem
+from medseg.datasets.manifest import dataset_name, parse_channels, parse_labels, require, stem
 from medseg.datasets.model import Case, Dataset, DatasetError
 
 #: The keys that mark a ``dataset.json`` as the Decathlon's.
@@ -48,15 +48,14 @@ def open_msd(folder: Path, description: Mapping[str, Any], manifest: Path) -> Da
         ground_truth = folder / "labelsTs" / image.name
         test_cases.append(Case(stem(image), (image,), ground_truth if ground_truth.exists() else None))
     _require_unique(cases + test_cases, manifest)
-    name = description.get("name")
     return Dataset(
         root=folder,
-        name=name if isinstance(name, str) and name else folder.name,
+        name=dataset_name(description, folder.name),
         layout="msd",
         channels=channels,
         labels=labels,
-        cases=tuple(sorted(cases, key=lambda c: c.case_id)),
-        test_cases=tuple(sorted(test_cases, key=lambda c: c.case_id)),
+        cases=tuple(cases),
+        test_cases=tuple(test_cases),
         manifest=manifest,
     )
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from medseg.datasets.manifest import parse_channels, parse_labels, require
+from medseg.datasets.manifest import dataset_name, parse_channels, parse_labels, require
 from medseg.datasets.model import Case, CaseProblem, Dataset, DatasetError
 from medseg.io import IMAGE_SUFFIXES
 
@@ -48,10 +48,9 @@ def open_nnunet(folder: Path, description: Mapping[str, Any], manifest: Path) ->
                 "", str(manifest), f"'numTraining' is {declared!r} but imagesTr/ holds {len(cases)} case(s)", "warning"
             )
         )
-    name = description.get("name")
     return Dataset(
         root=folder,
-        name=name if isinstance(name, str) and name else folder.name,
+        name=dataset_name(description, folder.name),
         layout="nnunet",
         channels=channels,
         labels=labels,
