@@ -54,13 +54,24 @@ class SourceSeries:
     resampled: bool = False
 
 
+#: A coded concept as DICOM writes it: (code value, coding scheme designator, code meaning).
+Code = tuple[str, str, str]
+
+
 @dataclass(frozen=True)
 class Segment:
-    """One label of a label map."""
+    """One label of a label map: its number, name, display colour and, for DICOM SEG, its codes.
+
+    ``category`` and ``type`` are (value, scheme, meaning) triplets, e.g.
+    ``("123037004", "SCT", "Anatomical Structure")`` and ``("10200004", "SCT", "Liver")``;
+    None where the model gives none (writers then use a generic code).
+    """
 
     number: int
     name: str
     color: tuple[int, int, int] | None = None
+    category: Code | None = None
+    type: Code | None = None
 
 
 @dataclass(frozen=True, eq=False)
