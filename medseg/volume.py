@@ -63,7 +63,7 @@ class Segment:
     """One label of a label map: its number, name, display colour and, for DICOM SEG, its codes.
 
     ``category`` and ``type`` are (value, scheme, meaning) triplets, e.g.
-    ``("123037004", "SCT", "Anatomical Structure")`` and ``("10200004", "SCT", "Liver")``;
+    ``("91723000", "SCT", "Anatomical Structure")`` and ``("10200004", "SCT", "Liver")``;
     None where the model gives none (writers then use a generic code).
     """
 
