@@ -3,7 +3,9 @@
 Prediction runs on the prepared grid (the pipeline's spacing and normalisation):
 a 3D network slides a patch-sized window over the volume, a 2D network does so
 over each axial slice (the last axis, as the patch sampler cuts them), and
-overlapping windows are blended with Gaussian weights, as nnU-Net does.
+overlapping windows are blended with Gaussian weights, as nnU-Net does. The
+window is :class:`medseg.inference.window.SlidingWindow` (MONAI's positions and
+weights), the same one ``medseg predict`` uses, without mirroring.
 """
 
 from __future__ import annotations
@@ -13,13 +15,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 
 from medseg.config.schema import Pipeline
-from medseg.training.devices import autocast
-
-#: 2D prediction: slices per forward pass (each still windowed to the patch size).
-SLICES_PER_BATCH = 16
+from medseg.inference.window import SlidingWindow
 
 
 @torch.no_grad()
@@ -31,26 +29,15 @@ def predict_logits(
     The network must be in eval mode. On CUDA the forward passes run under autocast.
     """
     settings = pipeline.inference
-    roi = list(pipeline.training.patch_size)
-
-    def window(inputs: torch.Tensor) -> torch.Tensor:
-        return sliding_window_inference(
-            inputs.to(device),
-            roi_size=roi,
-            sw_batch_size=settings.batch_size,
-            predictor=network,
-            overlap=settings.overlap,
-            mode="gaussian",
-            device=torch.device("cpu"),
-        ).float()
-
-    volume = torch.from_numpy(np.array(image, dtype=np.float32))  # a writable copy (cached cases are read-only maps)
-    with autocast(device):
-        if pipeline.network.dimensions == 3:
-            return window(volume[None])[0]
-        slices = volume.permute(3, 0, 1, 2)  # (K, C, I, J): one 2D image per axial slice
-        parts = [window(slices[start : start + SLICES_PER_BATCH]) for start in range(0, len(slices), SLICES_PER_BATCH)]
-        return torch.cat(parts).permute(1, 2, 3, 0)  # back to (classes, I, J, K)
+    window = SlidingWindow(
+        network,
+        roi=pipeline.training.patch_size,
+        overlap=settings.overlap,
+        batch_size=settings.batch_size,
+        device=device,
+        accumulate_on=torch.device("cpu"),
+    )
+    return window.logits(np.asarray(image, dtype=np.float32))
 
 
 def dice_per_label(prediction: np.ndarray, truth: np.ndarray, labels: Sequence[int]) -> list[float]:
