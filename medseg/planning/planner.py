@@ -6,6 +6,13 @@ as large as the median image and the memory budget allow, the U-Net topology
 that patch supports (:mod:`medseg.planning.topology`), the batch size, and
 intensity normalisation. Each choice comes back as a comment, keyed by the
 dotted path of the YAML key it explains (see :func:`medseg.config.dump_pipeline`).
+
+Planning for a CPU (``device="cpu"``) keeps every rule but one budget more: a
+training step's estimated time (:mod:`medseg.planning.compute`) on the given
+threads must stay within :data:`CPU_STEP_SECONDS`, so the network is narrower
+(:data:`CPU_BASE_FILTERS`, capped lower), the patch shrinks by the same rule as
+for memory until a step fits, and the epochs are those of a night's run, not
+nnU-Net's 250,000 steps. The device is always an argument, never detected here.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from medseg.config.schema import (
     Training,
 )
 from medseg.errors import ConfigError
+from medseg.planning.compute import estimate_step_seconds
 from medseg.planning.fingerprint import ChannelStats, Fingerprint
 from medseg.planning.memory import estimate_memory_gb
 from medseg.planning.spacing import choose_dimensions, choose_spacing
@@ -62,6 +70,40 @@ MAX_HEADS = 2
 #: nnU-Net's training budget.
 DEFAULT_EPOCHS = 1000
 ITERATIONS_PER_EPOCH = 250
+#: On a CPU: filters of the first level, and their cap (a quarter of the work per voxel of nnU-Net's 32).
+CPU_BASE_FILTERS = 16
+CPU_MAX_FILTERS = {2: 256, 3: 128}
+#: On a CPU: the estimated time of one training step (s, data loading excluded) the network and patch must fit,
+#: so that a 10-minute run takes about two thousand steps.
+CPU_STEP_SECONDS = 0.25
+#: On a CPU: the epochs planned are those that take about this long at the estimated step time.
+CPU_TRAINING_HOURS = 8.0
+
+Device = Literal["cuda", "cpu"]
+
+
+@dataclass(frozen=True)
+class _Budget:
+    """What a training step may cost: memory always; on a CPU, also time on ``threads`` threads."""
+
+    memory_gb: float
+    device: Device
+    threads: int
+
+    @property
+    def on_cpu(self) -> bool:
+        return self.device == "cpu"
+
+    @property
+    def base_filters(self) -> int:
+        return CPU_BASE_FILTERS if self.on_cpu else BASE_FILTERS
+
+    def max_filters(self, dims: int) -> int:
+        return (CPU_MAX_FILTERS if self.on_cpu else MAX_FILTERS)[dims]
+
+    @property
+    def where(self) -> str:
+        return f"{self.threads} CPU thread{'s' if self.threads > 1 else ''}"
 
 
 @dataclass(frozen=True)
@@ -72,6 +114,9 @@ class _PatchFit:
     network: Network
     memory_gb: float
     shrinks: int
+    seconds: float | None = None  # on a CPU: the estimated step time at batch MIN_BATCH
+    start_seconds: float | None = None  # ... and that of the first patch tried
+    over_time: bool = False  # on a CPU: even the smallest patch is over the step budget
 
 
 def plan_pipeline(
@@ -81,6 +126,8 @@ def plan_pipeline(
     memory_gb: float = 8.0,
     dimensions: Literal["auto", 2, 3] = "auto",
     epochs: int | None = None,
+    device: Device = "cuda",
+    cpu_threads: int = 2,
 ) -> tuple[Pipeline, dict[str, str]]:
     """A validated pipeline for the fingerprinted dataset, and why each value was chosen.
 
@@ -90,7 +137,12 @@ def plan_pipeline(
         memory_gb: memory (GiB) one training step may use, as estimated by
             :func:`medseg.planning.memory.estimate_memory_gb` (fp32).
         dimensions: 2 or 3 to force a 2D or 3D network; "auto" chooses.
-        epochs: training epochs (of 250 iterations); nnU-Net's 1000 when None.
+        epochs: training epochs (of 250 iterations); when None, nnU-Net's 1000 on a
+            GPU, and on a CPU those of about :data:`CPU_TRAINING_HOURS` hours.
+        device: what the pipeline will train on: ``"cuda"`` (nnU-Net's heuristics) or
+            ``"cpu"`` (a narrower network and a patch whose training step fits
+            :data:`CPU_STEP_SECONDS` on ``cpu_threads`` threads).
+        cpu_threads: the threads a CPU training run will use (ignored for ``"cuda"``).
 
     Returns:
         The pipeline and the comments to write above its keys, keyed by dotted
@@ -101,6 +153,10 @@ def plan_pipeline(
         ConfigError: a bad option, images too small for a U-Net, or a memory
             budget too small for the smallest patch.
     """
+    if device not in ("cuda", "cpu"):
+        raise ConfigError(f"device must be 'cuda' or 'cpu', got {device!r}")
+    if isinstance(cpu_threads, bool) or not isinstance(cpu_threads, int) or cpu_threads < 1:
+        raise ConfigError(f"cpu_threads must be a positive whole number, got {cpu_threads!r}")
     if isinstance(memory_gb, bool) or not isinstance(memory_gb, (int, float)) or not 0 < memory_gb < math.inf:
         raise ConfigError(f"memory_gb must be a positive number of GiB, got {memory_gb!r}")
     if dimensions not in ("auto", 2, 3):
@@ -118,10 +174,11 @@ def plan_pipeline(
     comments["network.dimensions"] = dims_choice.reason
 
     in_channels, num_classes = len(fingerprint.channels), max(fingerprint.labels) + 1
-    fit = _fit_patch(spacing[:dims], median_shape[:dims], memory_gb, in_channels, num_classes)
-    batch, batch_reason = _batch_size(fit, fingerprint, median_shape, memory_gb, in_channels, num_classes)
-    comments.update(_patch_comments(fit, median_shape[:dims], memory_gb))
-    comments.update(_network_comments(fit, spacing[:dims]))
+    budget = _Budget(memory_gb=memory_gb, device=device, threads=cpu_threads)
+    fit = _fit_patch(spacing[:dims], median_shape[:dims], budget, in_channels, num_classes)
+    batch, batch_reason = _batch_size(fit, fingerprint, median_shape, budget, in_channels, num_classes)
+    comments.update(_patch_comments(fit, median_shape[:dims], budget))
+    comments.update(_network_comments(fit, spacing[:dims], budget))
     comments["training.batch_size"] = batch_reason
 
     channels, normalization_reasons = _channels(fingerprint)
@@ -135,12 +192,7 @@ def plan_pipeline(
     comments["labels"] = _label_summary(fingerprint)
 
     axes = list(range(dims))
-    epochs_reason = "as requested" if epochs is not None else "nnU-Net's budget"
-    epochs = epochs if epochs is not None else DEFAULT_EPOCHS
-    comments["training.epochs"] = (
-        f"{epochs_reason}: {epochs} epochs x {ITERATIONS_PER_EPOCH} iterations = "
-        f"{epochs * ITERATIONS_PER_EPOCH:,} steps of {batch} patches"
-    )
+    epochs, comments["training.epochs"] = _epochs(epochs, fit, batch, budget, in_channels, num_classes)
     comments["training.optimizer"] = "nnU-Net's: SGD, Nesterov momentum 0.99, learning rate 0.01 decayed by 'poly'"
     comments["training.foreground_oversampling"] = "a third of the patches are centred on a foreground voxel"
     comments["training.augmentation"] = (
@@ -155,7 +207,7 @@ def plan_pipeline(
     try:
         pipeline = Pipeline(
             name=name,
-            description=f"planned from {fingerprint.num_cases} {modality} case(s) for {memory_gb:g} GiB",
+            description=f"planned from {fingerprint.num_cases} {modality} case(s) for {_target(budget)}",
             modality=modality,
             labels={number: Label(name=label) for number, label in sorted(fingerprint.labels.items())},
             preprocessing=Preprocessing(spacing=spacing, channels=channels, crop_to_nonzero=not is_ct),
@@ -176,20 +228,34 @@ def plan_pipeline(
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"the planned pipeline is invalid: {problems}") from None
     check_patch(pipeline.network, pipeline.training.patch_size)
-    log.info("planned %r: %dD, patch %s, batch %d, spacing %s", name, dims, list(fit.patch), batch, list(spacing))
+    log.info(
+        "planned %r for %s: %dD, patch %s, batch %d, spacing %s",
+        name,
+        _target(budget),
+        dims,
+        list(fit.patch),
+        batch,
+        list(spacing),
+    )
     return pipeline, {key: _wrap(text) for key, text in comments.items()}
 
 
 # -- patch, network, batch -------------------------------------------------------------
 
 
-def _network(topology: Topology) -> Network:
+def _target(budget: _Budget) -> str:
+    if budget.on_cpu:
+        return f"a CPU ({budget.where}, {CPU_STEP_SECONDS:g} s per step) and {budget.memory_gb:g} GiB"
+    return f"{budget.memory_gb:g} GiB"
+
+
+def _network(topology: Topology, budget: _Budget) -> Network:
     dims = len(topology.strides[0])
     levels = topology.levels
     heads = min(MAX_HEADS, levels - 2)
     return Network(
         dimensions=dims,  # type: ignore[arg-type]
-        filters=[min(BASE_FILTERS * 2**level, MAX_FILTERS[dims]) for level in range(levels)],
+        filters=[min(budget.base_filters * 2**level, budget.max_filters(dims)) for level in range(levels)],
         kernel_sizes=[list(k) for k in topology.kernel_sizes],
         strides=[list(s) for s in topology.strides],
         deep_supervision=True,
@@ -205,13 +271,16 @@ def _topology(spacing: Sequence[float], patch: Sequence[int]) -> tuple[tuple[int
 
 
 def _fit_patch(
-    spacing: Sequence[float], median: Sequence[int], memory_gb: float, in_channels: int, num_classes: int
+    spacing: Sequence[float], median: Sequence[int], budget: _Budget, in_channels: int, num_classes: int
 ) -> _PatchFit:
-    """The largest patch (up to the median shape) whose training step at batch 2 fits ``memory_gb``.
+    """The largest patch (up to the median shape) whose training step at batch 2 fits the budget.
 
     Starts from a patch with the aspect ratio of 1/spacing, clipped to the median
-    shape; while too large, shrinks the axis that is largest relative to the median
-    shape by one step of what the topology needs the size to be a multiple of.
+    shape; while too large (memory, and on a CPU the step's time), shrinks the axis
+    that is largest relative to the median shape by one step of what the topology
+    needs the size to be a multiple of. On a CPU, a patch that cannot shrink further
+    is kept even when its step is estimated over the time budget (the memory budget
+    is a hard limit, the time budget a target).
     """
     dims = len(spacing)
     inverse = 1.0 / np.asarray(spacing, dtype=np.float64)
@@ -219,22 +288,38 @@ def _fit_patch(
     start = tuple(max(1, min(round(float(s)), m)) for s, m in zip(scaled, median))
     patch, topology = _topology(spacing, start)
     shrinks = 0
+    start_seconds = None
     while True:
         if topology.levels < MIN_LEVELS:
             raise ConfigError(
                 f"images of {_shape(median)} voxels (median, at the target spacing) are too small for a U-Net: "
                 f"it needs {MIN_LEVELS} levels, i.e. feature maps halved twice to at least {MIN_EDGE} voxels"
             )
-        network = _network(topology)
+        network = _network(topology, budget)
         need = estimate_memory_gb(
             network, patch, batch_size=MIN_BATCH, in_channels=in_channels, num_classes=num_classes
         )
-        if need <= memory_gb:
-            return _PatchFit(patch, start, topology, network, need, shrinks)
+        seconds = None
+        if budget.on_cpu:
+            seconds = estimate_step_seconds(
+                network,
+                patch,
+                batch_size=MIN_BATCH,
+                in_channels=in_channels,
+                num_classes=num_classes,
+                threads=budget.threads,
+            )
+            start_seconds = seconds if start_seconds is None else start_seconds
+        fits_time = seconds is None or seconds <= CPU_STEP_SECONDS
+        if need <= budget.memory_gb and fits_time:
+            return _PatchFit(patch, start, topology, network, need, shrinks, seconds, start_seconds)
         smaller = _shrink(patch, topology, spacing, median)
         if smaller is None:
+            if need <= budget.memory_gb:  # only the time budget is missed: keep the smallest patch
+                log.warning("the smallest patch, %s, needs %.2f s per step on %s", _shape(patch), seconds, budget.where)
+                return _PatchFit(patch, start, topology, network, need, shrinks, seconds, start_seconds, True)
             raise ConfigError(
-                f"memory_gb={memory_gb:g} is too small: the smallest patch, {_shape(patch)} voxels, needs "
+                f"memory_gb={budget.memory_gb:g} is too small: the smallest patch, {_shape(patch)} voxels, needs "
                 f"{need:.2f} GiB at batch size {MIN_BATCH}"
             )
         patch, topology = smaller
@@ -268,7 +353,7 @@ def _batch_size(
     fit: _PatchFit,
     fingerprint: Fingerprint,
     median_shape: Sequence[int],
-    memory_gb: float,
+    budget: _Budget,
     in_channels: int,
     num_classes: int,
 ) -> tuple[int, str]:
@@ -278,16 +363,61 @@ def _batch_size(
         )
 
     per_patch = need(1) - need(0)
-    by_memory = int((memory_gb - need(0)) // per_patch)
+    by_memory = int((budget.memory_gb - need(0)) // per_patch)
     dataset_voxels = float(np.prod(median_shape, dtype=np.float64)) * fingerprint.num_cases
     by_dataset = round(MAX_DATASET_FRACTION * dataset_voxels / math.prod(fit.patch))
-    batch = max(min(by_memory, by_dataset), MIN_BATCH)
+    limits = [by_memory, by_dataset]
+    compute = ""
+    if budget.on_cpu:
+        seconds = _step_seconds(fit, 1, budget, in_channels, num_classes)
+        fixed = _step_seconds(fit, 0, budget, in_channels, num_classes)
+        by_time = int((CPU_STEP_SECONDS - fixed) // (seconds - fixed))
+        limits.append(by_time)
+        compute = (
+            f"a step of {CPU_STEP_SECONDS:g} s on {budget.where} allows {by_time} "
+            f"(about {seconds - fixed:.3f} s each); "
+        )
+    batch = max(min(limits), MIN_BATCH)
     reason = (
-        f"{batch}: memory allows {by_memory} patches ({per_patch:.2f} GiB each + {need(0):.2f} GiB for weights "
-        f"and framework); {by_dataset} would cover {MAX_DATASET_FRACTION:.0%} of the dataset's voxels "
+        f"{batch}: {compute}memory allows {by_memory} patches ({per_patch:.2f} GiB each + {need(0):.2f} GiB for "
+        f"weights and framework); {by_dataset} would cover {MAX_DATASET_FRACTION:.0%} of the dataset's voxels "
         f"({fingerprint.num_cases} x {_shape(median_shape)}); at least {MIN_BATCH}"
     )
     return batch, reason
+
+
+def _step_seconds(fit: _PatchFit, batch: int, budget: _Budget, in_channels: int, num_classes: int) -> float:
+    return estimate_step_seconds(
+        fit.network,
+        fit.patch,
+        batch_size=batch,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        threads=budget.threads,
+    )
+
+
+def _epochs(
+    epochs: int | None, fit: _PatchFit, batch: int, budget: _Budget, in_channels: int, num_classes: int
+) -> tuple[int, str]:
+    """The epochs to train, and why: as requested, nnU-Net's 1000, or on a CPU about a night's run."""
+    if epochs is not None:
+        reason = "as requested"
+    elif not budget.on_cpu:
+        epochs, reason = DEFAULT_EPOCHS, "nnU-Net's budget"
+    else:
+        step = _step_seconds(fit, batch, budget, in_channels, num_classes)
+        epoch_hours = ITERATIONS_PER_EPOCH * step / 3600
+        epochs = max(1, min(DEFAULT_EPOCHS, round(CPU_TRAINING_HOURS / epoch_hours)))
+        reason = (
+            f"planned for a CPU: about {epochs * epoch_hours:.1f} h at the estimated {step:.2f} s per step "
+            f"(nnU-Net's {DEFAULT_EPOCHS} epochs would take {DEFAULT_EPOCHS * epoch_hours:.0f} h); "
+            f"`medseg train --time-limit` stops sooner and exports the best epoch"
+        )
+    return epochs, (
+        f"{reason}: {epochs} epochs x {ITERATIONS_PER_EPOCH} iterations = "
+        f"{epochs * ITERATIONS_PER_EPOCH:,} steps of {batch} patches"
+    )
 
 
 # -- normalisation ---------------------------------------------------------------------
@@ -327,8 +457,24 @@ def _ct_normalization(stats: ChannelStats) -> tuple[Normalization, str]:
 # -- comments --------------------------------------------------------------------------
 
 
-def _patch_comments(fit: _PatchFit, median: Sequence[int], memory_gb: float) -> dict[str, str]:
-    if fit.shrinks:
+def _patch_comments(fit: _PatchFit, median: Sequence[int], budget: _Budget) -> dict[str, str]:
+    memory_gb = budget.memory_gb
+    if budget.on_cpu:
+        over = " (still over: the smallest patch)" if fit.over_time else ""
+        relation = ">" if fit.over_time else "<="
+        fits = f"{relation} {CPU_STEP_SECONDS:g} s{over} ({fit.memory_gb:.2f} GiB <= {memory_gb:g} GiB)"
+        if fit.shrinks:
+            how = (
+                f"planned for a CPU: shrunk {fit.shrinks} time(s) along the axis largest relative to the median shape, "
+                f"from an estimated {fit.start_seconds:.2f} s per step at batch {MIN_BATCH} on {budget.where} "
+                f"to {fit.seconds:.2f} s {fits}"
+            )
+        else:
+            how = (
+                f"planned for a CPU: a step at batch {MIN_BATCH} takes an estimated {fit.seconds:.2f} s on "
+                f"{budget.where} {fits}, so no shrinking"
+            )
+    elif fit.shrinks:
         how = (
             f"shrunk {fit.shrinks} time(s), each time along the axis largest relative to the median shape, "
             f"until a step at batch {MIN_BATCH} needed {fit.memory_gb:.2f} GiB <= {memory_gb:g} GiB"
@@ -344,15 +490,21 @@ def _patch_comments(fit: _PatchFit, median: Sequence[int], memory_gb: float) -> 
     }
 
 
-def _network_comments(fit: _PatchFit, spacing: Sequence[float]) -> dict[str, str]:
+def _network_comments(fit: _PatchFit, spacing: Sequence[float], budget: _Budget) -> dict[str, str]:
     topology, network = fit.topology, fit.network
     bottom = tuple(p // d for p, d in zip(fit.patch, topology.divisor))
     dims = len(spacing)
     flat = [a for a in range(dims) if any(k[a] == 1 for k in topology.kernel_sizes)]
+    filters = (
+        f"{budget.base_filters} doubling per level, capped at {budget.max_filters(dims)} ({topology.levels} levels)"
+    )
+    if budget.on_cpu:
+        filters = (
+            f"planned for a CPU: {filters}; nnU-Net's {BASE_FILTERS} (capped at {MAX_FILTERS[dims]}) would cost "
+            f"about {(BASE_FILTERS / CPU_BASE_FILTERS) ** 2:g}x the multiply-accumulates per voxel"
+        )
     comments = {
-        "network.filters": (
-            f"{BASE_FILTERS} doubling per level, capped at {MAX_FILTERS[dims]} ({topology.levels} levels)"
-        ),
+        "network.filters": filters,
         "network.strides": (
             f"halvings per axis {list(topology.pools_per_axis)}: an axis is halved while its feature map stays >= "
             f"{MIN_EDGE} voxels (at most {MAX_POOLS[dims]} times) and its spacing is within 2x of the finest; "

@@ -42,7 +42,7 @@ def test_plan_is_deterministic_and_prints_to_stdout(phantoms, capsys):
 def test_a_smaller_budget_gives_a_smaller_patch(phantoms, capsys):
     sizes = []
     for budget in ("2", "0.8"):
-        assert main(["-q", "plan", str(phantoms), "--memory-gb", budget]) == 0
+        assert main(["-q", "plan", str(phantoms), "--memory-gb", budget, "--device", "cuda"]) == 0
         patch = parse_pipeline(capsys.readouterr().out).training.patch_size
         sizes.append(patch[0] * patch[1] * patch[2])
     assert sizes[1] < sizes[0]
@@ -76,3 +76,35 @@ def test_a_csv_list_without_declared_labels_is_planned(phantoms, tmp_path, capsy
     assert main(["-q", "plan", str(tmp_path / "cases.csv"), "--memory-gb", "1.5"]) == 0
     pipeline = parse_pipeline(capsys.readouterr().out)
     assert {n: label.name for n, label in pipeline.labels.items()} == {1: "label_1", 2: "label_2", 3: "label_3"}
+
+
+def test_plan_for_a_cpu_says_so_and_fits_a_step_budget(phantoms, tmp_path, capsys):
+    from medseg.planning import pipeline_step_seconds
+    from medseg.planning.planner import CPU_STEP_SECONDS
+
+    output = tmp_path / "cpu.yaml"
+    assert main(["plan", str(phantoms), "--device", "cpu", "--threads", "2", "--output", str(output)]) == 0
+    assert "to train on a CPU (2 threads)" in capsys.readouterr().err
+    text = output.read_text()
+    assert text.startswith("# Pipeline planned by `medseg plan`") and "# Planned for a CPU (2 threads)" in text
+    pipeline = load_pipeline(output)
+    assert pipeline.network.filters[0] == 16 and "for a CPU" in pipeline.description
+    assert pipeline_step_seconds(pipeline, threads=2) <= CPU_STEP_SECONDS
+    assert main(["-q", "plan", str(phantoms), "--device", "cuda"]) == 0
+    gpu = parse_pipeline(capsys.readouterr().out)
+    assert gpu.network.filters[0] == 32 and gpu.training.epochs == 1000
+    assert gpu.training.patch_size != pipeline.training.patch_size
+
+
+def test_more_threads_plan_a_larger_cpu_patch(phantoms, capsys):
+    sizes = []
+    for threads in ("1", "8"):
+        assert main(["-q", "plan", str(phantoms), "--device", "cpu", "--threads", threads]) == 0
+        patch = parse_pipeline(capsys.readouterr().out).training.patch_size
+        sizes.append(patch[0] * patch[1] * patch[2])
+    assert sizes[0] < sizes[1]
+
+
+def test_bad_threads_are_a_usage_error(phantoms, capsys):
+    assert main(["-q", "plan", str(phantoms), "--device", "cpu", "--threads", "0"]) == 2
+    assert "--threads" in capsys.readouterr().err

@@ -11,7 +11,14 @@ import pytest
 
 from medseg.config import dump_pipeline, parse_pipeline
 from medseg.errors import ConfigError
-from medseg.planning import Fingerprint, compute_fingerprint, pipeline_memory_gb, plan_pipeline
+from medseg.planning import (
+    Fingerprint,
+    compute_fingerprint,
+    pipeline_memory_gb,
+    pipeline_step_seconds,
+    plan_pipeline,
+)
+from medseg.planning.planner import CPU_STEP_SECONDS, CPU_TRAINING_HOURS
 from medseg.planning.topology import round_up
 from medseg.synthetic import PhantomSpec, make_phantom
 from tests.planning.fingerprints import CT_STATS, abdominal_ct, fingerprint, prostate_mr
@@ -31,7 +38,7 @@ def phantom_fingerprint() -> Fingerprint:
     return compute_fingerprint(cases, modality="CT", channel_names=["CT"], labels=LABELS)
 
 
-def _consistent(pipeline, fp: Fingerprint, memory_gb: float) -> None:
+def _consistent(pipeline, fp: Fingerprint, memory_gb: float, *, base_filters: int = 32) -> None:
     """What every plan must satisfy."""
     network, training = pipeline.network, pipeline.training
     dims = network.dimensions
@@ -43,7 +50,7 @@ def _consistent(pipeline, fp: Fingerprint, memory_gb: float) -> None:
     assert network.strides[0] == [1] * dims
     assert all(k == 3 for ks, ss in zip(network.kernel_sizes, network.strides) for k, s in zip(ks, ss) if s > 1)
     assert all(p // d >= 4 for p, d in zip(patch, divisor))  # the bottleneck is at least 4 voxels wide
-    assert network.filters[0] == 32 and max(network.filters) <= {2: 512, 3: 320}[dims]
+    assert network.filters[0] == base_filters and max(network.filters) <= {2: 512, 3: 320}[dims]
     median = fp.median_shape_at(pipeline.preprocessing.spacing)[:dims]
     assert all(p <= m for p, m in zip(patch, round_up(median, divisor)))  # never beyond the median image
     assert math.prod(patch) <= {2: 2048**2, 3: 256**3}[dims]
@@ -285,3 +292,105 @@ def test_the_planned_network_runs(phantom_fingerprint):
             assert model.eval()(x).shape == (1, 4, *patch)
             heads = model.train()(x)
         assert heads.shape == (1, network.deep_supervision_heads + 1, 4, *patch)
+
+
+# -- planning for a CPU ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_cpu_plan_is_self_consistent_and_fits_a_step_budget(case):
+    fp = CASES[case]()
+    for dimensions in ("auto", 2):
+        pipeline, comments = plan_pipeline(fp, name=case, memory_gb=2.0, dimensions=dimensions, device="cpu")
+        _consistent(pipeline, fp, 2.0, base_filters=16)
+        assert max(pipeline.network.filters) <= {2: 256, 3: 128}[pipeline.network.dimensions]
+        seconds = pipeline_step_seconds(pipeline, threads=2)
+        assert seconds <= CPU_STEP_SECONDS or "cannot shrink further" in comments["training.patch_size"]
+        gpu, _ = plan_pipeline(fp, name=case, memory_gb=2.0, dimensions=dimensions, device="cuda")
+        assert math.prod(pipeline.training.patch_size) <= math.prod(gpu.training.patch_size)
+        assert pipeline_step_seconds(gpu, threads=2) >= seconds
+
+
+def test_the_device_is_explicit_and_the_gpu_plan_is_nnunets(phantom_fingerprint):
+    default, default_comments = plan_pipeline(phantom_fingerprint, name="p", memory_gb=2.0)
+    gpu, gpu_comments = plan_pipeline(phantom_fingerprint, name="p", memory_gb=2.0, device="cuda", cpu_threads=7)
+    assert dump_pipeline(default, comments=default_comments) == dump_pipeline(gpu, comments=gpu_comments)
+    assert not any("CPU" in text for text in gpu_comments.values())
+
+
+def test_phantoms_on_a_cpu_get_a_narrow_net_and_a_patch_for_a_quarter_second_step(phantom_fingerprint):
+    gpu, _ = plan_pipeline(phantom_fingerprint, name="phantom", memory_gb=2.0)
+    cpu, comments = plan_pipeline(phantom_fingerprint, name="phantom", memory_gb=2.0, device="cpu", cpu_threads=2)
+    assert gpu.training.patch_size == [96, 80, 40] and pipeline_step_seconds(gpu, threads=2) > 3.0
+    assert cpu.network.filters == [16, 32, 64, 128]
+    assert math.prod(cpu.training.patch_size) < math.prod(gpu.training.patch_size) / 4
+    assert all(c >= g / 3 for c, g in zip(cpu.training.patch_size, gpu.training.patch_size))  # still sizeable
+    assert 0.15 < pipeline_step_seconds(cpu, threads=2) <= CPU_STEP_SECONDS
+    assert cpu.training.batch_size == 2
+    assert cpu.preprocessing == gpu.preprocessing and cpu.network.dimensions == 3  # the grid is the same
+    for key in ("network.filters", "training.patch_size", "training.epochs"):
+        assert "planned for a CPU" in comments[key], key
+    assert "2 CPU threads" in comments["training.patch_size"] and "shrunk" in comments["training.patch_size"]
+    assert "0.25 s on 2 CPU threads allows" in comments["training.batch_size"]
+    assert "a CPU (2 CPU threads" in cpu.description
+    _consistent(cpu, phantom_fingerprint, 2.0, base_filters=16)
+
+
+def test_more_cpu_threads_allow_a_larger_patch(phantom_fingerprint):
+    sizes = []
+    for threads in (1, 2, 4, 8, 64):
+        pipeline, _ = plan_pipeline(phantom_fingerprint, name="p", memory_gb=2.0, device="cpu", cpu_threads=threads)
+        sizes.append(math.prod(pipeline.training.patch_size))
+    assert sizes == sorted(sizes) and sizes[0] < sizes[2]
+    assert sizes[3] == sizes[4]  # no gain assumed beyond 8 threads
+
+
+def test_cpu_epochs_are_a_nights_run_unless_given(phantom_fingerprint):
+    pipeline, comments = plan_pipeline(phantom_fingerprint, name="p", device="cpu")
+    training = pipeline.training
+    hours = training.epochs * training.iterations_per_epoch * pipeline_step_seconds(pipeline, threads=2) / 3600
+    assert training.epochs < 1000 and hours == pytest.approx(CPU_TRAINING_HOURS, rel=0.01)
+    assert "--time-limit" in comments["training.epochs"] and f"{training.epochs} epochs" in comments["training.epochs"]
+    given, given_comments = plan_pipeline(phantom_fingerprint, name="p", device="cpu", epochs=40)
+    assert given.training.epochs == 40 and given_comments["training.epochs"].startswith("as requested")
+
+
+def test_cpu_plans_are_deterministic(phantom_fingerprint):
+    reloaded = Fingerprint.from_dict(json.loads(json.dumps(phantom_fingerprint.to_dict())))
+    plans = [
+        plan_pipeline(fp, name="p", memory_gb=2.0, device="cpu", cpu_threads=2)
+        for fp in (phantom_fingerprint, phantom_fingerprint, reloaded)
+    ]
+    texts = {dump_pipeline(pipeline, comments=comments) for pipeline, comments in plans}
+    assert len(texts) == 1
+
+
+def test_memory_still_binds_on_a_cpu():
+    fp = abdominal_ct()
+    pipeline, comments = plan_pipeline(fp, name="ct", memory_gb=0.5, device="cpu", cpu_threads=64)
+    assert pipeline_memory_gb(pipeline) <= 0.5
+    with pytest.raises(ConfigError, match="memory_gb=0.01 is too small"):
+        plan_pipeline(fp, name="x", memory_gb=0.01, device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"device": "gpu"}, "device"), ({"device": "auto"}, "device"), ({"cpu_threads": 0}, "cpu_threads")],
+)
+def test_bad_device_options_are_refused(options, message):
+    with pytest.raises(ConfigError, match=message):
+        plan_pipeline(abdominal_ct(), name="x", **options)
+
+
+def test_the_planned_cpu_network_runs_a_training_step():
+    """MONAI's DynUNet built from a CPU plan takes a batch, forward and backward."""
+    torch = pytest.importorskip("torch")
+    from medseg.models import build_network
+
+    small = fingerprint([(4.0, 4.0, 5.0)] * 3, [(72, 60, 32)] * 3, labels=LABELS)
+    pipeline, _ = plan_pipeline(small, name="tiny", device="cpu")
+    network, patch = pipeline.network, pipeline.training.patch_size
+    model = build_network(network, in_channels=1, out_channels=pipeline.num_classes).train()
+    heads = model(torch.zeros(pipeline.training.batch_size, 1, *patch))
+    assert heads.shape == (pipeline.training.batch_size, network.deep_supervision_heads + 1, 4, *patch)
+    heads.mean().backward()
