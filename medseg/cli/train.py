@@ -23,7 +23,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(splits.json), a cache of prepared cases, checkpoints after every epoch, metrics.csv, "
         "curves.png, train.log, TensorBoard events, and the best epoch's model folder (RUN_DIR/model, "
         "for `medseg predict --model`). Interrupted runs continue with --resume and lose at most "
-        "the epoch in progress.",
+        "the epoch in progress. Several GPUs or nodes: start the same command with torchrun, e.g. "
+        "`torchrun --nproc-per-node 4 -m medseg train DATASET -o RUN_DIR` (DistributedDataParallel, one "
+        "process per GPU, each running every step of an epoch on its own patches; rank 0 writes RUN_DIR; "
+        "see docs/training.md).",
     )
     parser.add_argument("dataset", type=Path, help="dataset folder or list file")
     parser.add_argument("--output", "-o", type=Path, required=True, metavar="RUN_DIR", help="the run folder")
@@ -47,7 +50,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "'all' trains on every case without validation",
     )
     parser.add_argument(
-        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: CUDA when available"
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="default: CUDA when available (under torchrun: GPU LOCAL_RANK, or the CPU with gloo)",
     )
     parser.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
     parser.set_defaults(run=run)
@@ -69,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     from medseg.cli._render import stderr
     from medseg.errors import ConfigError
     from medseg.training import train
+    from medseg.training.distributed import main_process
+    from medseg.training.run import LOCK_FILE
 
     if not args.dataset.exists():
         raise FileNotFoundError(f"{args.dataset}: no such file or folder")
@@ -81,9 +89,11 @@ def run(args: argparse.Namespace) -> int:
     output: Path = args.output
     if output.exists() and not output.is_dir():
         raise ConfigError(f"{output}: exists and is not a folder")
-    if not args.resume and output.is_dir() and any(output.iterdir()):
+    main = main_process()  # under torchrun, rank 0 checks the folder and prints; the others follow it
+    if main and not args.resume and output.is_dir() and any(p.name != LOCK_FILE for p in output.iterdir()):
         raise ConfigError(f"{output}: not empty; add --resume to continue the run there, or choose a new folder")
-    display = _Display(enabled=not args.quiet, bars=not args.quiet and sys.stderr.isatty())
+    quiet = args.quiet or not main
+    display = _Display(enabled=not quiet, bars=not quiet and sys.stderr.isatty())
     try:
         with display, _sigterm_interrupts():
             result = train(
@@ -99,10 +109,10 @@ def run(args: argparse.Namespace) -> int:
                 on_epoch=display.epoch,
             )
     except KeyboardInterrupt:
-        if (output / "checkpoints" / "last.pt").exists():
+        if main and (output / "checkpoints" / "last.pt").exists():
             stderr.print(f"continue with: medseg train {args.dataset} --output {output} --resume", soft_wrap=True)
         raise
-    if not args.quiet:
+    if not quiet:
         dice = "no validation" if math.isnan(result.best_dice) else f"mean Dice {result.best_dice:.3f}"
         note = " (time limit)" if result.stopped == "time limit" else ""
         stderr.print(

@@ -12,8 +12,9 @@ epoch as a model folder that :func:`load_model` reads back::
 Modules: :mod:`~medseg.training.run` (``train``), :mod:`~medseg.training.loop`
 (the epochs), :mod:`~medseg.training.state` (checkpoints), :mod:`~medseg.training.records`
 (metrics, curves, TensorBoard), :mod:`~medseg.training.splits` (folds),
-:mod:`~medseg.training.validation` (sliding-window Dice), :mod:`~medseg.training.model_folder`
-and :mod:`~medseg.training.objectives` (loss, optimiser, schedule).
+:mod:`~medseg.training.validation` (sliding-window Dice), :mod:`~medseg.training.model_folder`,
+:mod:`~medseg.training.objectives` (loss, optimiser, schedule) and
+:mod:`~medseg.training.distributed` (several GPUs or nodes under ``torchrun``).
 """
 
 from medseg.training.model_folder import export_model_folder, load_model

@@ -11,6 +11,14 @@ epoch); with no validation cases every epoch counts as the best.
 
 Patches of epoch ``e`` come from a sampler seeded with ``(seed, e)``, so a run
 resumed from a checkpoint draws the same patches as one never interrupted.
+
+Under ``torchrun`` (see :mod:`medseg.training.distributed`) every rank runs the
+epoch's ``iterations_per_epoch`` steps on patches of its own (seeded with
+``(seed, e, rank)``; rank 0's are a single process's), the network is wrapped in
+``DistributedDataParallel`` (so a step's effective batch is ``world_size x
+batch_size``), the validation cases are shared out among the ranks and their
+scores gathered, rank 0 alone decides when the time is up, and rank 0 alone
+writes checkpoints and records.
 """
 
 from __future__ import annotations
@@ -29,7 +37,8 @@ from medseg.config.schema import Pipeline
 from medseg.errors import InputError
 from medseg.models import build_network
 from medseg.training.devices import autocast, grad_scaler
-from medseg.training.objectives import build_loss, build_optimizer, build_schedule
+from medseg.training.distributed import Distributed
+from medseg.training.objectives import build_loss, build_optimizer, build_schedule, schedule_at
 from medseg.training.records import RunRecords, dice_column, format_epoch
 from medseg.training.state import (
     Checkpoint,
@@ -80,6 +89,7 @@ class LoopSettings:
         progress: ``(stage, done, total)``: ``"epoch"`` (epochs finished of the budget) as each
             epoch starts and at the end, ``"train"`` after each step, ``"validate"`` after each case.
         on_epoch: called with each epoch's metrics row and its one-line summary.
+        group: the processes training together (a single process by default).
     """
 
     run_dir: Path
@@ -89,6 +99,7 @@ class LoopSettings:
     deadline: float | None = None
     progress: Progress | None = None
     on_epoch: EpochCallback | None = None
+    group: Distributed = field(default_factory=Distributed)
 
 
 class Trainer:
@@ -122,11 +133,20 @@ class Trainer:
         training = pipeline.training
         seed_everything(training.seed)
         device = settings.device
-        self.network = build_network(
+        self.group = settings.group
+        #: The network itself: what checkpoints hold and validation runs.
+        self.model = build_network(
             network, in_channels=len(pipeline.preprocessing.channels), out_channels=pipeline.num_classes
         ).to(device)
+        #: What training steps call: the network, wrapped in DDP when several processes train it.
+        self.network: torch.nn.Module = self.model
+        if self.group.is_distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [device.index] if device.type == "cuda" else None
+            self.network = DistributedDataParallel(self.model, device_ids=ids)
         self.criterion = build_loss(training, deep_supervision=self.deep_supervision)
-        self.optimizer = build_optimizer(self.network.parameters(), training.optimizer)
+        self.optimizer = build_optimizer(self.model.parameters(), training.optimizer)
         self.scheduler = build_schedule(self.optimizer, training.schedule, total_steps=training.epochs)
         self.scaler = grad_scaler(device)
         self.history: list[dict[str, float]] = []
@@ -135,6 +155,9 @@ class Trainer:
         self.best_dice = math.nan
         self._best_weights: dict[str, torch.Tensor] | None = None
         self._validation_seconds = 0.0
+        #: How far through its schedule training is (0 to 1); under a time limit, also moved by the clock.
+        self._schedule_progress = 0.0
+        self._clock_start = (time.monotonic(), 0.0)  # (when this session's training began, progress then)
 
     # -- checkpoints -------------------------------------------------------------------
 
@@ -143,8 +166,11 @@ class Trainer:
         return self.settings.run_dir / CHECKPOINT_DIR
 
     def restore(self, checkpoint: Checkpoint) -> None:
-        """Continue from ``checkpoint``: weights, optimiser, schedule, history and random states."""
-        self.network.load_state_dict(checkpoint.model)
+        """Continue from ``checkpoint``: weights, optimiser, schedule, history and random states.
+
+        Under DDP every rank must restore the same checkpoint.
+        """
+        self.model.load_state_dict(checkpoint.model)
         self.optimizer.load_state_dict(checkpoint.optimizer)
         self.scheduler.load_state_dict(checkpoint.scheduler)
         if checkpoint.scaler:
@@ -156,12 +182,16 @@ class Trainer:
         self.epoch = checkpoint.epoch
         self.best_epoch, self.best_dice = checkpoint.best_epoch, checkpoint.best_dice
         self._validation_seconds = float(checkpoint.extra.get("validation_seconds", 0.0))
+        self._schedule_progress = float(
+            checkpoint.extra.get("schedule_progress", checkpoint.epoch / self.pipeline.training.epochs)
+        )
         restore_rng(checkpoint.rng)
+        self._check_ranks_agree()
 
     def _checkpoint(self) -> Checkpoint:
         return Checkpoint(
             epoch=self.epoch,
-            model=self.network.state_dict(),
+            model=self.model.state_dict(),
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
             scaler=self.scaler.state_dict() if self.scaler.is_enabled() else {},
@@ -171,40 +201,51 @@ class Trainer:
             rng=capture_rng(),
             pipeline_yaml=self.settings.pipeline_yaml,
             fold=self.settings.fold,
-            extra={"validation_seconds": self._validation_seconds},
+            extra={"validation_seconds": self._validation_seconds, "schedule_progress": self._schedule_progress},
         )
 
     # -- the loop ----------------------------------------------------------------------
 
-    def run(self, records: RunRecords) -> LoopOutcome:
-        """Train until the epoch budget is spent or the deadline comes; returns the outcome."""
+    def run(self, records: RunRecords | None) -> LoopOutcome:
+        """Train until the epoch budget is spent or the deadline comes; returns the outcome.
+
+        Args:
+            records: where the epochs are recorded; None on ranks other than 0.
+        """
         training = self.pipeline.training
         stopped = "completed"
+        self._clock_start = (time.monotonic(), self._schedule_progress)
         while self.epoch < training.epochs:
             self._report("epoch", self.epoch, training.epochs)
             epoch = self.epoch + 1
             started = time.monotonic()
-            sampler = PatchSampler(self.train_cases, self.pipeline, seed=epoch_seed(training.seed, epoch), augment=True)
+            seed = epoch_seed(training.seed, epoch, rank=self.group.rank)
+            sampler = PatchSampler(self.train_cases, self.pipeline, seed=seed, augment=True)
+            self._follow_schedule()
             lr = float(self.optimizer.param_groups[0]["lr"])
             loss, steps, out_of_time = self._train_epoch(sampler)
+            loss = self.group.mean(loss)
             self.scheduler.step()
             last = epoch == training.epochs or out_of_time or self._out_of_time(reserve=self._validation_seconds)
             validate = bool(self.validation_cases) and (last or epoch % training.validation_interval == 0)
             scores = self._validate() if validate else []
             self.epoch = epoch
+            self._check_ranks_agree()
             row = self._row(epoch, loss, scores, lr, time.monotonic() - started)
             self.history.append(row)
             improved = self._update_best(validated=validate)
             self._save(improved)
-            records.epoch_done(self.history)
+            if records is not None:
+                records.epoch_done(self.history)
             if self.settings.on_epoch is not None:
                 self.settings.on_epoch(row, format_epoch(row, epochs=training.epochs, label_names=self.label_names))
             if last and epoch < training.epochs:
                 stopped = "time limit"
-                records.note(
-                    f"time limit reached: stopped after epoch {epoch} of {training.epochs} "
-                    f"({steps} of its {training.iterations_per_epoch} steps)"
-                )
+                if records is not None:
+                    records.note(
+                        f"time limit reached: stopped after epoch {epoch} of {training.epochs} "
+                        f"({steps} of its {training.iterations_per_epoch} steps)"
+                    )
                 break
         self._report("epoch", self.epoch, training.epochs)
         return LoopOutcome(
@@ -215,6 +256,29 @@ class Trainer:
             stopped=stopped,
             best_weights=self.best_weights(),
         )
+
+    def _follow_schedule(self) -> None:
+        """Set this epoch's learning rate; under a time limit the schedule also follows the clock.
+
+        Without a deadline the rate is the schedule's closed form of the epoch. With one, the
+        schedule runs on the larger of epoch progress and time progress (the share of this
+        session's time budget spent, continuing from where a resumed run stood), so that a
+        10-minute run of a pipeline planned for 1000 epochs still anneals its rate to the end
+        rather than stopping at its start. Rank 0's clock decides for every rank.
+        """
+        epochs = self.pipeline.training.epochs
+        progress = self.epoch / epochs
+        deadline = self.settings.deadline
+        if deadline is not None:
+            began, progress_then = self._clock_start
+            budget = deadline - began
+            spent = 1.0 if budget <= 0 else min(1.0, (time.monotonic() - began) / budget)
+            progress = max(progress, progress_then + (1.0 - progress_then) * spent)
+            progress = float(self.group.broadcast(progress))
+            factor = schedule_at(self.pipeline.training.schedule, progress)
+            for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+                group["lr"] = base * factor
+        self._schedule_progress = max(self._schedule_progress, progress)
 
     def best_weights(self) -> dict[str, torch.Tensor]:
         """The best epoch's weights: kept from this session, else read from ``best.pt``."""
@@ -255,17 +319,22 @@ class Trainer:
         return total / done, done, False
 
     def _validate(self) -> list[list[float]]:
-        """Per validation case, the Dice of each label."""
+        """Per validation case, the Dice of each label (under DDP each rank scores its share of the cases)."""
         started = time.monotonic()
-        self.network.eval()
-        scores = []
-        for index, case in enumerate(self.validation_cases, start=1):
-            logits = predict_logits(self.network, case.image, self.pipeline, device=self.settings.device)
+        self.model.eval()  # the bare network: DDP's forward would expect every rank to take part
+        group = self.group
+        mine = list(range(group.rank, len(self.validation_cases), group.world_size))
+        scores: dict[int, list[float]] = {}
+        for done, number in enumerate(mine, start=1):
+            case = self.validation_cases[number]
+            logits = predict_logits(self.model, case.image, self.pipeline, device=self.settings.device)
             prediction = logits.argmax(0).numpy()
-            scores.append(dice_per_label(prediction, np.asarray(case.label[0]), self.labels))
-            self._report("validate", index, len(self.validation_cases))
+            scores[number] = dice_per_label(prediction, np.asarray(case.label[0]), self.labels)
+            self._report("validate", done, len(mine))
+        for share in group.gather(scores) if group.is_distributed else []:
+            scores.update(share)
         self._validation_seconds = time.monotonic() - started
-        return scores
+        return [scores[number] for number in range(len(self.validation_cases))]
 
     def _row(self, epoch: int, loss: float, scores: list[list[float]], lr: float, seconds: float) -> dict[str, float]:
         per_label = [mean_ignoring_nan([case[i] for case in scores]) for i in range(len(self.labels))]
@@ -288,24 +357,42 @@ class Trainer:
         return False
 
     def _save(self, improved: bool) -> None:
-        checkpoint = self._checkpoint()
-        save_checkpoint(checkpoint, self.checkpoint_dir / LAST_CHECKPOINT)
+        """Checkpoints (written by rank 0 only), and the weights of the best epoch so far."""
+        if self.group.is_main:
+            checkpoint = self._checkpoint()
+            save_checkpoint(checkpoint, self.checkpoint_dir / LAST_CHECKPOINT)
+            if improved:
+                save_checkpoint(checkpoint, self.checkpoint_dir / BEST_CHECKPOINT)
         if improved:
-            save_checkpoint(checkpoint, self.checkpoint_dir / BEST_CHECKPOINT)
-            self._best_weights = {name: tensor.detach().cpu().clone() for name, tensor in checkpoint.model.items()}
+            self._best_weights = {name: t.detach().cpu().clone() for name, t in self.model.state_dict().items()}
 
     def _out_of_time(self, *, reserve: float) -> bool:
+        """Whether the deadline leaves less than ``reserve`` seconds; under DDP, rank 0's answer for all."""
         deadline = self.settings.deadline
-        return deadline is not None and time.monotonic() + reserve >= deadline
+        if deadline is None:
+            return False
+        return self.group.agree(time.monotonic() + reserve >= deadline)
+
+    def _check_ranks_agree(self) -> None:
+        """Under DDP, fail loudly if the ranks' networks have drifted apart (e.g. a rank that did not resume)."""
+        if self.group.is_distributed:
+            with torch.no_grad():
+                total = torch.stack([p.double().sum() for p in self.model.parameters()]).sum().item()
+            self.group.check_same(total, what=f"the weights after epoch {self.epoch}")
 
     def _report(self, stage: str, done: int, total: int) -> None:
         if self.settings.progress is not None:
             self.settings.progress(stage, done, total)
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The patch sampler's seed for one epoch: fixed by the run's seed and the epoch number."""
-    return int(np.random.default_rng([seed % 2**63, epoch]).integers(2**31))
+def epoch_seed(seed: int, epoch: int, *, rank: int = 0) -> int:
+    """The patch sampler's seed for one epoch: fixed by the run's seed, the epoch number and the rank.
+
+    Rank 0 (and a single process) gets the seed of ``(seed, epoch)``; other ranks of a
+    ``torchrun`` run draw other patches.
+    """
+    key = [seed % 2**63, epoch] if rank == 0 else [seed % 2**63, epoch, rank]
+    return int(np.random.default_rng(key).integers(2**31))
 
 
 def unique_names(names: Sequence[str]) -> list[str]:

@@ -55,7 +55,12 @@ def build_schedule(optimizer: torch.optim.Optimizer, schedule: str, *, total_ste
 
 def schedule_factor(schedule: str, total_steps: int, step: int) -> float:
     """The fraction of the initial learning rate used at ``step`` (0-based) of ``total_steps``."""
-    progress = min(step, total_steps) / total_steps
+    return schedule_at(schedule, min(step, total_steps) / total_steps)
+
+
+def schedule_at(schedule: str, progress: float) -> float:
+    """The fraction of the initial learning rate used ``progress`` (0 to 1) of the way through training."""
+    progress = min(max(progress, 0.0), 1.0)
     if schedule == "poly":
         return (1.0 - progress) ** 0.9
     return 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -44,9 +44,13 @@ def resolve_pipeline(
     run_dir: Path,
     checkpoint: Checkpoint | None,
     epochs: int | None,
+    device: str = "auto",
     progress: Any = None,
 ) -> ResolvedPipeline:
     """The run's pipeline: see :func:`medseg.training.train` for the rules.
+
+    ``device`` (``"cpu"`` or ``"cuda"``, the device training runs on) is what an ``"auto"``
+    pipeline is planned for.
 
     Raises:
         ConfigError: the pipeline does not fit the dataset, or differs from the
@@ -71,7 +75,7 @@ def resolve_pipeline(
         else:
             from medseg.planning import plan_dataset
 
-            plan = plan_dataset(dataset_path, epochs=epochs, progress=progress)
+            plan = plan_dataset(dataset_path, epochs=epochs, device=device, progress=progress)
             chosen, dataset = plan.pipeline, plan.dataset
             text = dump_pipeline(chosen, comments=plan.comments, header=plan.header)
             fingerprint = plan.fingerprint.to_dict()

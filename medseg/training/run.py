@@ -13,24 +13,33 @@ The run folder holds everything the run made (see ``docs/training.md``)::
       checkpoints/last.pt  checkpoints/best.pt         for resuming, and the best weights
       metrics.csv  train.log  curves.png  tensorboard/ what happened
       model/                                           the result (see model_folder.py)
+      .lock                                            held while a process trains into the folder
+
+Under ``torchrun`` (see :mod:`medseg.training.distributed`) rank 0 locks the folder,
+plans, splits, writes the run files and fills the cache while the other ranks
+wait; then every rank opens the cached cases (and the checkpoint, when resuming)
+and trains its share; rank 0 alone writes records, checkpoints and the model folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
 import os
+import socket
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from medseg.config.schema import Pipeline
 from medseg.errors import ConfigError
 from medseg.io.files import write_atomically
-from medseg.training.devices import compute_settings, resolve_device
+from medseg.training.devices import compute_settings
+from medseg.training.distributed import Distributed, process_group
 from medseg.training.loop import (
     CHECKPOINT_DIR,
     LAST_CHECKPOINT,
@@ -51,6 +60,8 @@ log = logging.getLogger(__name__)
 
 MODEL_DIR = "model"
 CACHE_DIR = "cache"
+#: Held (``flock``) by the process training into a run folder, for the run's life.
+LOCK_FILE = ".lock"
 #: Processes preparing cases when there are at least this many (each holds one scan in memory).
 MAX_PREPARE_WORKERS = 8
 #: Files whose presence means a folder holds a run that ``resume=False`` must not overwrite.
@@ -127,60 +138,59 @@ def train(
     _check_options(epochs, time_limit_minutes, fold)
     deadline = None if time_limit_minutes is None else started + time_limit_minutes * 60.0
     run_dir = Path(output)
-    checkpoint = _open_run_dir(run_dir, resume=resume)
-    target = resolve_device(device)
-    if checkpoint is not None:
-        fold = _resumed_fold(checkpoint, fold)
-    resolved = resolve_pipeline(
-        dataset_path, pipeline, run_dir=run_dir, checkpoint=checkpoint, epochs=epochs, progress=progress
-    )
-    fold = 0 if fold is None else fold
-    chosen = _choose_cases(run_dir, resolved, fold)
-    _write_run_files(run_dir, resolved)
-    records = RunRecords(
-        run_dir,
-        label_names=unique_names([resolved.pipeline.labels[n].name for n in sorted(resolved.pipeline.labels)]),
-        epochs=resolved.pipeline.training.epochs,
-        first_epoch=(checkpoint.epoch + 1) if checkpoint is not None else 1,
-    )
-    _note_start(records, resolved, chosen, checkpoint, target)
-    if checkpoint is not None and checkpoint.history:  # drop rows of epochs the checkpoint does not have
-        records.write_csv(checkpoint.history)
-        records.write_curves(checkpoint.history)
-    train_cases, validation_cases = _prepare(run_dir, resolved, chosen, progress)
-    settings = LoopSettings(
-        run_dir=run_dir,
-        device=target,
-        fold=fold,
-        pipeline_yaml=resolved.text,
-        deadline=deadline,
-        progress=progress,
-        on_epoch=on_epoch,
-    )
-    try:
-        with compute_settings(target):
-            trainer = Trainer(
-                resolved.pipeline, train_cases=train_cases, validation_cases=validation_cases, settings=settings
+    with process_group(device) as group, contextlib.ExitStack() as held:
+        target = group.device
+        if not group.is_main:
+            progress = on_epoch = None  # bars and epoch lines come from rank 0 only
+        processes = group.describe()
+        begin = _Begin(run_dir, dataset_path, pipeline, epochs, fold, resume, progress, target, processes)
+        started_run = group.run_on_main(functools.partial(_start_run, begin, held))
+        if group.is_main:
+            checkpoint, records = begin.checkpoint, begin.records
+        else:
+            checkpoint, records = _join_run(run_dir, started_run), None
+        resolved, chosen = started_run.resolved, started_run.chosen
+        train_cases, validation_cases = _open_cases(run_dir, resolved, chosen, started_run.stamps)
+        settings = LoopSettings(
+            run_dir=run_dir,
+            device=target,
+            fold=chosen.fold,
+            pipeline_yaml=resolved.text,
+            deadline=deadline,
+            progress=progress,
+            on_epoch=on_epoch,
+            group=group,
+        )
+        try:
+            with compute_settings(target):
+                trainer = Trainer(
+                    resolved.pipeline, train_cases=train_cases, validation_cases=validation_cases, settings=settings
+                )
+                if checkpoint is not None:
+                    trainer.restore(checkpoint)
+                outcome = trainer.run(records)
+        finally:
+            if records is not None:
+                records.close()
+
+        def export() -> Path:
+            return export_model_folder(
+                run_dir / MODEL_DIR,
+                weights=outcome.best_weights,
+                pipeline=resolved.pipeline,
+                pipeline_yaml=resolved.text,
+                fingerprint=resolved.fingerprint,
+                metadata=_model_facts(resolved, chosen, outcome, target, group),
             )
-            if checkpoint is not None:
-                trainer.restore(checkpoint)
-            outcome = trainer.run(records)
-    finally:
-        records.close()
-    model_dir = export_model_folder(
-        run_dir / MODEL_DIR,
-        weights=outcome.best_weights,
-        pipeline=resolved.pipeline,
-        pipeline_yaml=resolved.text,
-        fingerprint=resolved.fingerprint,
-        metadata=_model_facts(resolved, chosen, outcome, target),
-    )
-    seconds = time.monotonic() - started
-    dice = "no validation" if math.isnan(outcome.best_dice) else f"mean Dice {outcome.best_dice:.4f}"
-    records.note(
-        f"exported epoch {outcome.best_epoch} ({dice}) to {model_dir} "
-        f"after {outcome.epochs_done} epoch(s); {outcome.stopped}; {seconds:.1f} s in this session"
-    )
+
+        model_dir = group.run_on_main(export)
+        seconds = time.monotonic() - started
+        if records is not None:
+            dice = "no validation" if math.isnan(outcome.best_dice) else f"mean Dice {outcome.best_dice:.4f}"
+            records.note(
+                f"exported epoch {outcome.best_epoch} ({dice}) to {model_dir} "
+                f"after {outcome.epochs_done} epoch(s); {outcome.stopped}; {seconds:.1f} s in this session"
+            )
     return TrainingResult(
         run_dir=run_dir,
         model_dir=model_dir,
@@ -191,6 +201,146 @@ def train(
         stopped=outcome.stopped,
         seconds=seconds,
     )
+
+
+@dataclass
+class _Begin:
+    """What rank 0 needs to start a run, and what it keeps for itself (checkpoint, records)."""
+
+    run_dir: Path
+    dataset_path: str | os.PathLike[str]
+    pipeline: Pipeline | str | os.PathLike[str]
+    epochs: int | None
+    fold: Fold | None
+    resume: bool
+    progress: Progress | None
+    device: Any
+    processes: str
+    checkpoint: Checkpoint | None = None
+    records: RunRecords | None = None
+
+
+@dataclass(frozen=True)
+class _Started:
+    """What rank 0 decided and prepared, sent to every rank: the pipeline, the cases, the cache stamps."""
+
+    resolved: ResolvedPipeline
+    chosen: FoldCases
+    resumed_epoch: int | None
+    stamps: dict[str, str] = field(default_factory=dict)
+
+
+def _start_run(begin: _Begin, held: contextlib.ExitStack) -> _Started:
+    """Rank 0's part: lock the folder, resolve the pipeline, split, write the run files, fill the cache."""
+    run_dir = begin.run_dir
+    held.enter_context(lock_run_dir(run_dir))
+    checkpoint = _open_run_dir(run_dir, resume=begin.resume)
+    fold = begin.fold
+    if checkpoint is not None:
+        fold = _resumed_fold(checkpoint, fold)
+    resolved = resolve_pipeline(
+        begin.dataset_path,
+        begin.pipeline,
+        run_dir=run_dir,
+        checkpoint=checkpoint,
+        epochs=begin.epochs,
+        device=begin.device.type,
+        progress=begin.progress,
+    )
+    chosen = _choose_cases(run_dir, resolved, 0 if fold is None else fold)
+    _write_run_files(run_dir, resolved)
+    records = RunRecords(
+        run_dir,
+        label_names=unique_names([resolved.pipeline.labels[n].name for n in sorted(resolved.pipeline.labels)]),
+        epochs=resolved.pipeline.training.epochs,
+        first_epoch=(checkpoint.epoch + 1) if checkpoint is not None else 1,
+    )
+    _note_start(records, resolved, chosen, checkpoint, begin.device, begin.processes)
+    if checkpoint is not None and checkpoint.history:  # drop rows of epochs the checkpoint does not have
+        records.write_csv(checkpoint.history)
+        records.write_curves(checkpoint.history)
+    stamps = _prepare(run_dir, resolved, chosen, begin.progress)
+    begin.checkpoint, begin.records = checkpoint, records
+    return _Started(resolved, chosen, None if checkpoint is None else checkpoint.epoch, stamps)
+
+
+def _join_run(run_dir: Path, started: _Started) -> Checkpoint | None:
+    """Another rank's part: check it sees the run folder, and read the checkpoint rank 0 resumes from."""
+    if not (run_dir / "pipeline.yaml").is_file():
+        raise ConfigError(
+            f"{run_dir}: not visible from {socket.gethostname()} (no pipeline.yaml there); "
+            "training on several nodes needs the run folder on a filesystem all of them share"
+        )
+    if started.resumed_epoch is None:
+        return None
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT)
+    if checkpoint.epoch != started.resumed_epoch:
+        raise ConfigError(
+            f"{run_dir}: rank 0 resumed after epoch {started.resumed_epoch} but this rank read a checkpoint "
+            f"of epoch {checkpoint.epoch}; is another process writing into the run folder?"
+        )
+    return checkpoint
+
+
+@contextlib.contextmanager
+def lock_run_dir(run_dir: Path) -> Iterator[Path]:
+    """Hold ``RUN_DIR/.lock`` while training; refuse a folder another live process trains into.
+
+    The lock is an ``flock`` on the file, which the kernel drops when its process
+    dies: a lock file left by a killed run does not block a ``--resume``. The file
+    is removed on exit, and so is the folder when this created it and it stayed empty.
+    (Without ``fcntl``, e.g. on Windows, nothing is locked.)
+
+    Raises:
+        ConfigError: ``run_dir`` is not a folder, or another process holds its lock.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir}: exists and is not a folder; choose a folder for the run")
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_FILE
+    handle = _acquire(path, run_dir)
+    try:
+        yield path
+    finally:
+        if handle is not None:
+            path.unlink(missing_ok=True)  # while still holding it: nobody locks a file about to vanish
+            os.close(handle)
+        if created:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only when empty: a run that failed before writing anything
+
+
+def _acquire(path: Path, run_dir: Path) -> int | None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        return None
+    while True:
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(handle, 200).decode(errors="replace").strip() or "unknown"
+            os.close(handle)
+            raise ConfigError(
+                f"{run_dir}: another process ({holder}) is training into this folder; "
+                "wait for it to end, or choose another output folder"
+            ) from None
+        except OSError as exc:  # a filesystem without locks (ENOLCK)
+            os.close(handle)
+            log.warning("%s: cannot be locked (%s); a second run into it would not be refused", path, exc)
+            return None
+        try:
+            same = os.fstat(handle).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:  # its last holder removed it between our open and our lock
+            same = False
+        if same:
+            break
+        os.close(handle)
+    os.ftruncate(handle, 0)
+    os.write(handle, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+    return handle
 
 
 def _check_options(epochs: int | None, time_limit_minutes: float | None, fold: Fold | None) -> None:
@@ -256,41 +406,70 @@ def _write_run_files(run_dir: Path, resolved: ResolvedPipeline) -> None:
 
 
 def _note_start(
-    records: RunRecords, resolved: ResolvedPipeline, chosen: FoldCases, checkpoint: Checkpoint | None, device: Any
+    records: RunRecords,
+    resolved: ResolvedPipeline,
+    chosen: FoldCases,
+    checkpoint: Checkpoint | None,
+    device: Any,
+    processes: str,
 ) -> None:
     pipeline = resolved.pipeline
     where = f"resumed after epoch {checkpoint.epoch}" if checkpoint is not None else "started"
     records.note(
         f"{where}: {pipeline.name!r} ({pipeline.network.dimensions}D), fold {chosen.fold}, "
         f"{len(chosen.train)} training / {len(chosen.validation)} validation cases, "
-        f"{pipeline.training.epochs} epochs x {pipeline.training.iterations_per_epoch} steps on {device}"
+        f"{pipeline.training.epochs} epochs x {pipeline.training.iterations_per_epoch} steps on {device}, "
+        f"{processes}"
     )
+
+
+def _loaders(resolved: ResolvedPipeline, chosen: FoldCases) -> dict[str, Any]:
+    from medseg.datasets import load_case
+
+    dataset = resolved.dataset
+    return {
+        case_id: functools.partial(load_case, dataset, dataset.case(case_id))
+        for case_id in (*chosen.train, *chosen.validation)
+    }
 
 
 def _prepare(
     run_dir: Path, resolved: ResolvedPipeline, chosen: FoldCases, progress: Progress | None
-) -> tuple[list[PreparedCase], list[PreparedCase]]:
-    """Prepare (or read from the cache) the training and validation cases."""
-    from medseg.datasets import load_case
-    from medseg.transforms.cache import CaseCache
+) -> dict[str, str]:
+    """Fill the cache with the fold's cases (those not cached, or whose files changed); returns their stamps."""
+    from medseg.transforms.cache import CaseCache, file_stamp
 
     dataset = resolved.dataset
+    loaders = _loaders(resolved, chosen)
+    stamps = {}
+    for case_id in loaders:
+        case = dataset.case(case_id)
+        stamps[case_id] = file_stamp([*case.images, case.label])
     cache = CaseCache(run_dir / CACHE_DIR, resolved.pipeline)
-    loaders = {
-        case_id: functools.partial(load_case, dataset, dataset.case(case_id))
-        for case_id in (*chosen.train, *chosen.validation)
-    }
     stage = None if progress is None else functools.partial(progress, "prepare")
     workers = min(os.cpu_count() or 1, MAX_PREPARE_WORKERS) if len(loaders) >= MAX_PREPARE_WORKERS else 1
-    cache.prepare_all(list(loaders.items()), workers=workers, progress=stage)
+    cache.prepare_all(list(loaders.items()), workers=workers, progress=stage, stamps=stamps)
+    return stamps
+
+
+def _open_cases(
+    run_dir: Path, resolved: ResolvedPipeline, chosen: FoldCases, stamps: Mapping[str, str]
+) -> tuple[list[PreparedCase], list[PreparedCase]]:
+    """The training and validation cases, memory-mapped from the cache (prepared here if missing)."""
+    from medseg.transforms.cache import CaseCache
+
+    cache = CaseCache(run_dir / CACHE_DIR, resolved.pipeline)
+    loaders = _loaders(resolved, chosen)
 
     def get(ids: Sequence[str]) -> list[PreparedCase]:
-        return [cache.get(case_id, loaders[case_id]) for case_id in ids]
+        return [cache.get(case_id, loaders[case_id], stamp=stamps.get(case_id)) for case_id in ids]
 
     return get(chosen.train), get(chosen.validation)
 
 
-def _model_facts(resolved: ResolvedPipeline, chosen: FoldCases, outcome: Any, device: Any) -> Mapping[str, Any]:
+def _model_facts(
+    resolved: ResolvedPipeline, chosen: FoldCases, outcome: Any, device: Any, group: Distributed
+) -> Mapping[str, Any]:
     best_row = next((row for row in outcome.history if int(row["epoch"]) == outcome.best_epoch), {})
     return {
         "dataset": resolved.dataset.name,
@@ -309,6 +488,7 @@ def _model_facts(resolved: ResolvedPipeline, chosen: FoldCases, outcome: Any, de
             if key.startswith("val_dice_") and key != "val_dice_mean"
         },
         "device": str(device),
+        "processes": group.world_size,
     }
 
 

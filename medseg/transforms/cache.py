@@ -23,7 +23,7 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,15 +62,30 @@ def _describe(pipeline: Pipeline) -> str:
 def file_stamp(paths: Sequence[str | os.PathLike[str] | None]) -> str:
     """A short text that changes when any of the files changes (path, size, modification time).
 
-    Pass it as ``stamp`` to :meth:`CaseCache.get` so that an edited scan or label is prepared again.
+    A folder (e.g. a DICOM series) stands for every file under it, so an edited,
+    added or removed slice changes the stamp too. Missing paths count as missing
+    (they change the stamp when they appear). Pass the stamp as ``stamp`` to
+    :meth:`CaseCache.get` so that an edited scan or label is prepared again.
     """
     digest = hashlib.sha256()
     for path in paths:
         if path is None:
             continue
-        stat = os.stat(path)
-        digest.update(f"{os.fspath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        for file in _files(os.fspath(path)):
+            try:
+                stat = os.stat(file)
+            except OSError:
+                digest.update(f"{file}\0missing\n".encode())
+                continue
+            digest.update(f"{file}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
+
+
+def _files(path: str) -> list[str]:
+    if not os.path.isdir(path):
+        return [path]
+    found = [os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names]
+    return sorted(found)
 
 
 class CaseCache:
@@ -171,8 +186,9 @@ class CaseCache:
         *,
         workers: int = 1,
         progress: Progress | None = None,
+        stamps: Mapping[str, str] | None = None,
     ) -> None:
-        """Fill the cache up front; cases already cached are skipped.
+        """Fill the cache up front; cases already cached (with their stamp, when given) are skipped.
 
         Args:
             cases: ``(case_id, load)`` pairs; with ``workers > 1`` each ``load``
@@ -180,15 +196,20 @@ class CaseCache:
                 Worker processes are forked (Linux; elsewhere cases are prepared here).
             workers: processes preparing cases side by side (1: in this process).
             progress: called as ``progress(done, total)`` after each case.
+            stamps: case id -> stamp (see :func:`file_stamp` and :meth:`get`); a case
+                cached with another stamp is prepared again.
         """
-        missing = [(case_id, load) for case_id, load in cases if not self.contains(case_id)]
+        stamps = stamps or {}
+        missing = [
+            (case_id, load) for case_id, load in cases if not self.contains(case_id, stamp=stamps.get(case_id))
+        ]
         total, done = len(cases), len(cases) - len(missing)
         if progress is not None:
             progress(done, total)
         if not missing:
             return
         self._ensure_folder()
-        work = [(self.folder.parent, self.pipeline, case_id, load) for case_id, load in missing]
+        work = [(self.folder.parent, self.pipeline, case_id, load, stamps.get(case_id)) for case_id, load in missing]
         for _ in ordered_map(_prepare_into, work, workers=workers, min_items=2, initializer=_single_thread):
             done += 1
             if progress is not None:
@@ -280,6 +301,6 @@ def _single_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _prepare_into(job: tuple[Path, Pipeline, str, Loader]) -> None:
-    root, pipeline, case_id, load = job
-    CaseCache(root, pipeline).get(case_id, load)
+def _prepare_into(job: tuple[Path, Pipeline, str, Loader, str | None]) -> None:
+    root, pipeline, case_id, load, stamp = job
+    CaseCache(root, pipeline).get(case_id, load, stamp=stamp)

@@ -13,6 +13,7 @@ from medseg.datasets import load_case, open_dataset
 from medseg.errors import ConfigError
 from medseg.training import load_model, train
 from medseg.training.model_folder import file_sha256
+from medseg.training.state import load_checkpoint
 from medseg.training.records import read_metrics
 from medseg.training.splits import read_splits
 from medseg.training.state import load_checkpoint
@@ -190,6 +191,18 @@ def test_a_time_limit_stops_cleanly_and_exports_the_best_model(phantom_dataset, 
     assert "time limit reached" in (tmp_path / "run" / "train.log").read_text()
 
 
+def test_under_a_time_limit_the_learning_rate_anneals_by_the_clock(phantom_dataset, tiny_pipeline, tmp_path):
+    result = train(phantom_dataset, tmp_path / "run", pipeline=tiny_pipeline, epochs=10_000, time_limit_minutes=0.15)
+    rates = [row["lr"] for row in result.history]
+    assert result.stopped == "time limit" and len(rates) >= 3
+    assert rates == sorted(rates, reverse=True)
+    assert rates[0] == pytest.approx(tiny_pipeline.training.optimizer.learning_rate, rel=0.02)
+    # By epochs alone the rate would still be above 99.7% of its start; by the clock it has decayed.
+    assert rates[-1] < 0.6 * rates[0]
+    progress = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt").extra["schedule_progress"]
+    assert 0.4 < progress <= 1.0
+
+
 def test_fold_all_trains_on_every_case_and_exports_the_last_epoch(phantom_dataset, tiny_pipeline, tmp_path):
     result = train(phantom_dataset, tmp_path / "run", pipeline=tiny_pipeline, epochs=2, fold="all", device="cpu")
     assert result.best_epoch == 2 and math.isnan(result.best_dice)
@@ -268,3 +281,31 @@ def test_a_planned_pipeline_file_brings_its_fingerprint_into_the_model_folder(ph
     result = train(phantom_dataset, tmp_path / "run", pipeline=tmp_path / "tiny.yaml", epochs=1, device="cpu")
     assert json.loads((result.model_dir / "fingerprint.json").read_text()) == fingerprint
     assert fingerprint["num_cases"] == 6
+
+
+def test_an_edited_case_file_is_prepared_again_on_resume(phantom_dataset, tiny_pipeline, tmp_path):
+    """The cache follows the files: a changed label map is re-read, the untouched cases are not."""
+    import shutil
+
+    import nibabel as nib
+    import numpy as np
+
+    from medseg.transforms.cache import CaseCache
+
+    dataset = shutil.copytree(phantom_dataset, tmp_path / "Dataset001_Phantom")
+    run = tmp_path / "run"
+    train(dataset, run, pipeline=tiny_pipeline, epochs=1, fold="all", device="cpu")
+    cache = CaseCache(run / "cache", tiny_pipeline)
+    edited, untouched = cache.paths("phantom_002"), cache.paths("phantom_001")
+    assert 3 in np.load(edited["label"])
+    untouched_meta = untouched["meta"].stat().st_mtime_ns
+
+    label_file = dataset / "labelsTr" / "phantom_002.nii.gz"
+    label = nib.load(label_file)
+    data = np.asarray(label.dataobj).copy()
+    data[data == 3] = 0  # the kidney removed from this case's label map
+    nib.save(nib.Nifti1Image(data, label.affine, label.header), label_file)
+
+    train(dataset, run, pipeline=tiny_pipeline, epochs=1, fold="all", device="cpu", resume=True)
+    assert 3 not in np.load(edited["label"])
+    assert untouched["meta"].stat().st_mtime_ns == untouched_meta
