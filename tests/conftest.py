@@ -31,3 +31,17 @@ def shared_data() -> Path:
 def phantom() -> tuple[Volume, Volume]:
     """A small CT phantom (image, labels) on an oblique, anisotropic, off-origin grid."""
     return factories.phantom_pair()
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory) -> Path:
+    """A model folder from a real, one-epoch ``medseg train`` run of the tiny test pipeline on phantoms."""
+    from medseg.synthetic import write_phantom_dataset
+    from medseg.training import train
+    from tests.training.conftest import TINY
+
+    root = tmp_path_factory.mktemp("trained_model")
+    dataset = write_phantom_dataset(root / "Dataset001_Phantom", num_training=4)
+    pipeline = root / "tiny.yaml"
+    pipeline.write_text(TINY)
+    return train(dataset, root / "run", pipeline=pipeline, epochs=1, device="cpu").model_dir

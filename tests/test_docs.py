@@ -65,7 +65,7 @@ def test_docs_commands_name_real_options():
     helps: dict[str, str] = {}
     for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
         for line in doc.read_text().splitlines():
-            for match in re.finditer(r"medseg (info|convert|plan|train)\b([^`|]*)", line):
+            for match in re.finditer(r"medseg (info|convert|plan|train|predict|evaluate)\b([^`|]*)", line):
                 command = match.group(1)
                 if command not in helps:
                     helps[command] = subprocess.run(

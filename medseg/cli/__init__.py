@@ -13,9 +13,9 @@ import sys
 from collections.abc import Sequence
 
 from medseg import __version__
-from medseg.cli import convert, info, plan, train
+from medseg.cli import convert, evaluate, info, plan, predict, train
 
-COMMANDS = (info, convert, plan, train)
+COMMANDS = (info, convert, plan, train, predict, evaluate)
 
 # Exit codes.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

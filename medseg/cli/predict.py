@@ -1,0 +1,114 @@
+"""``medseg predict --model MODEL INPUT... --output OUT``: batch segmentation written back on each scan's grid."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "segment scans (NIfTI/NRRD/MHA files, DICOM folders or trees) with a trained model"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "predict",
+        help=HELP,
+        description=HELP + ". Every image series found is segmented (localizers are skipped) and its "
+        "mask written on the scan's own grid: OUT/<case>.nii.gz for an image file <case>[_0000].nii.gz; "
+        "OUT/<name>/<name>.nii.gz, .seg.dcm, .rtstruct.dcm for a DICOM series (name from its folder). "
+        "OUT/manifest.csv lists every case (status, outputs, seconds, SEG self-check) and OUT/run.json "
+        "what made them (versions, device, model hash, input hashes, settings). A failed case is "
+        "reported and the batch goes on; re-running the same command skips finished cases. "
+        "Exit code 0: all segmented; 1: some cases failed; 2: usage error.",
+    )
+    parser.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="image files, folders, DICOM trees")
+    parser.add_argument("--model", "-m", type=Path, required=True, help="a model folder (RUN_DIR/model of medseg train)")
+    parser.add_argument("--output", "-o", type=Path, required=True, metavar="OUT", help="the output folder")
+    parser.add_argument(
+        "--format",
+        default="nifti",
+        metavar="LIST",
+        help="comma-separated outputs: nifti, seg (DICOM SEG), rtstruct (default: nifti); "
+        "seg and rtstruct need DICOM inputs",
+    )
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: CUDA when available")
+    parser.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="mirror test-time augmentation over the model's mirror axes (default: on for CUDA, off on CPU)",
+    )
+    parser.add_argument("--overlap", type=float, default=None, metavar="F", help="sliding-window overlap, 0 <= F < 1")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="N", help="windows per forward pass")
+    parser.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="segment only part I of N (1-based) of the cases; SLURM job arrays set it from "
+        "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT",
+    )
+    parser.add_argument("--stats", action="store_true", help="per label volume (mL) and intensity, as JSON and CSV")
+    parser.add_argument("--preview", action="store_true", help="a PNG per case: the mask over three orthogonal slices")
+    parser.add_argument(
+        "--strict", action="store_true", help="refuse scans the model was not trained for (default: warn)"
+    )
+    parser.add_argument(
+        "--irregular",
+        choices=("refuse", "resample"),
+        default="refuse",
+        help="DICOM series with missing slices or uneven spacing: refuse (default) or resample (NIfTI only)",
+    )
+    parser.add_argument("--include-localizers", action="store_true", help="also segment localizer/scout series")
+    parser.add_argument("--overwrite", action="store_true", help="segment again cases whose outputs exist")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from medseg.cli._render import progress_bar, stdout
+    from medseg.errors import ConfigError
+    from medseg.inference.batch import FORMATS, PredictOptions, predict
+    from medseg.inference.engine import InferenceSettings
+    from medseg.inference.inputs import parse_shard, shard_from_environment
+    from medseg.io.dicom import DicomReadOptions
+
+    formats = tuple(dict.fromkeys(f.strip().lower() for f in args.format.split(",") if f.strip()))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ConfigError(f"--format takes a comma-separated list of {', '.join(FORMATS)}, got {args.format!r}")
+    if args.overlap is not None and not 0 <= args.overlap < 1:
+        raise ConfigError(f"--overlap must be at least 0 and below 1, got {args.overlap}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not args.model.is_dir():
+        raise FileNotFoundError(f"{args.model}: no model folder there (a training run's RUN_DIR/model)")
+    for path in args.inputs:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or folder")
+    shard = parse_shard(args.shard) if args.shard is not None else shard_from_environment()
+    options = PredictOptions(
+        formats=formats,
+        device=args.device,
+        inference=InferenceSettings(overlap=args.overlap, batch_size=args.batch_size, tta=args.tta),
+        shard=shard,
+        stats=args.stats,
+        preview=args.preview,
+        strict=args.strict,
+        overwrite=args.overwrite,
+        include_localizers=args.include_localizers,
+        dicom=DicomReadOptions(irregular=args.irregular, tilt="keep"),
+    )
+    with progress_bar(not args.quiet) as progress:
+        report = predict(args.inputs, args.output, model=args.model, options=options, progress=progress)
+    style = {"done": "green", "exists": "cyan", "skipped": "yellow", "failed": "red"}
+    for result in report.results:
+        seconds = f" {result.seconds:.1f} s" if result.status == "done" else ""
+        note = f" ({result.message})" if result.message else ""
+        stdout.print(f"[{style[result.status]}]{result.status:>7}[/] {result.name}{seconds}{note}")
+        for warning in result.warnings:
+            stdout.print(f"[yellow]        warning:[/] {warning}")
+    counts = {s: sum(r.status == s for r in report.results) for s in style}
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no scans found"
+    where = f"shard {shard[0]}/{shard[1]} of {report.cases_total} case(s): " if shard else ""
+    stdout.print(f"{where}{summary} in {report.seconds:.1f} s; manifest: {report.output / 'manifest.csv'}")
+    if report.cases_total == 0:
+        return 1  # nothing to segment: most likely a wrong path
+    return 1 if report.failed else 0
