@@ -59,15 +59,6 @@ inference:
 """
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One thread: tiny networks gain nothing from more, and on a busy machine OpenMP threads spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 
 def make_pipeline(*, dimensions: int = 3, crop: bool = False, postprocessing: str = "{}"):
     if dimensions == 3:

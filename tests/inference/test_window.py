@@ -16,15 +16,6 @@ from medseg.inference.window import SlidingWindow, plan_windows
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One thread: tiny networks gain nothing from more, and on a busy machine OpenMP threads spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 
 def small_network(dimensions: int = 3, channels: int = 2, classes: int = 4, seed: int = 0) -> torch.nn.Module:
     """A random two-layer convolution: not symmetric under flips, so mirroring changes its output."""
