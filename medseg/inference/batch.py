@@ -231,7 +231,12 @@ def _run_case(
         labels = segmenter.segment(
             image, progress=None if progress is None else lambda done, total: progress("windows", done, total)
         )
-        notes, seg_check = _write_outputs(case, image, labels, paths, segmenter)
+        notes: list[str] = []
+        if image.source.resampled and any(kind in paths for kind in ("seg", "rtstruct")):
+            paths = {kind: path for kind, path in paths.items() if kind not in ("seg", "rtstruct")}
+            notes.append("SEG/RTSTRUCT not written: the series was resampled (irregular slices), so its slices are "
+                         "not the stored instances")
+        seg_check = _write_outputs(image, labels, paths, segmenter)
     except (MedsegError, OSError) as exc:
         message = str(exc)
         log.warning("%s: %s", case.name, message)
@@ -244,11 +249,12 @@ def _run_case(
     if dropped:
         notes.append(f"{', '.join(f.upper() for f in dropped)} not written: an image file has no DICOM source")
     seconds = time.monotonic() - started
+    written = tuple(str(p) for p in paths.values())
     result = CaseResult(
-        case.name, case.input_path, case.series_uid, "done", tuple(shown), seconds, "; ".join(notes), tuple(warnings), seg_check
+        case.name, case.input_path, case.series_uid, "done", written, seconds, "; ".join(notes), tuple(warnings), seg_check
     )
     _record(out, case, result, input_hash=files_sha256(case.files))
-    log.info("segmented %s in %.1f s -> %s", case.name, seconds, ", ".join(shown))
+    log.info("segmented %s in %.1f s -> %s", case.name, seconds, ", ".join(written))
     return result
 
 
@@ -274,13 +280,10 @@ def _read(case: Case, options: PredictOptions) -> Volume:
     return first.with_array(np.concatenate([v.array for v in volumes]))
 
 
-def _write_outputs(
-    case: Case, image: Volume, labels: Volume, paths: dict[str, Path], segmenter: Segmenter
-) -> tuple[list[str], str]:
-    """Write every output under a temporary name, then rename them together; returns notes and the SEG check."""
+def _write_outputs(image: Volume, labels: Volume, paths: dict[str, Path], segmenter: Segmenter) -> str:
+    """Write every output under a temporary name, then rename them together; returns the SEG self-check."""
     from medseg.io import write_image
 
-    notes: list[str] = []
     seg_check = ""
     with contextlib.ExitStack() as stack:
         tmp = {kind: stack.enter_context(atomic_path(path)) for kind, path in paths.items()}
@@ -306,7 +309,7 @@ def _write_outputs(
             from medseg.inference.preview import write_preview
 
             write_preview(image, labels, tmp["preview"])
-    return notes, seg_check
+    return seg_check
 
 
 def _algorithm(segmenter: Segmenter):  # -> medseg.io.seg.AlgorithmIdentity

@@ -176,3 +176,23 @@ def test_killing_predict_mid_batch_and_rerunning_finishes_without_recomputing(mo
     for n in range(6):
         assert read_image(out / f"case{n}.nii.gz", kind="label").spatial_shape == GRIDS["nifti_case"].shape
     assert not [p.name for p in out.iterdir() if p.name.startswith(".") and "nii" in p.name]
+
+
+def test_a_series_with_a_missing_slice_is_refused_or_resampled_without_seg(model_dir, scans, tmp_path):
+    root, _ = scans
+    series = tmp_path / "gap"
+    shutil.copytree(root / "dicom" / "oblique", series)
+    sorted(series.iterdir())[5].unlink()
+    out = tmp_path / "out"
+    formats = ("nifti", "seg")
+    refused = predict([series], out, model=model_dir, options=PredictOptions(formats=formats, device="cpu"))
+    (result,) = refused.results
+    assert result.status == "failed" and "missing" in result.message
+    resampled = predict(
+        [series], out, model=model_dir,
+        options=PredictOptions(formats=formats, device="cpu", dicom=DicomReadOptions(irregular="resample")),
+    )
+    (result,) = resampled.results
+    assert result.status == "done" and "SEG/RTSTRUCT not written" in result.message
+    assert [Path(p).name for p in result.outputs] == ["gap.nii.gz"]
+    assert (out / "gap" / "gap.nii.gz").is_file() and not (out / "gap" / "gap.seg.dcm").exists()
