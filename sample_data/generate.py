@@ -26,9 +26,10 @@ from pathlib import Path
 from medseg.geometry import Geometry
 from medseg.io import write_nifti
 from medseg.io.dicom.writer import write_dicom_series
-from medseg.synthetic import PHANTOM_DATASET_NAMES, PhantomSpec, make_phantom, write_phantom_dataset
+from medseg.demo import SAMPLE_SPEC
+from medseg.synthetic import PHANTOM_DATASET_NAMES, make_phantom, write_phantom_dataset
 
-SPEC = PhantomSpec(shape=(128, 104, 48), spacing=(2.5, 2.5, 4.0), origin=(-158.75, -128.75, -94.0))
+SPEC = SAMPLE_SPEC  # the sample scan `medseg demo` regenerates when run from an installed package
 
 
 def main() -> None:

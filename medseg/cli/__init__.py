@@ -13,9 +13,9 @@ import sys
 from collections.abc import Sequence
 
 from medseg import __version__
-from medseg.cli import convert, evaluate, info, plan, predict, train
+from medseg.cli import completion, convert, demo, doctor, evaluate, info, listen, pacs, plan, predict, train
 
-COMMANDS = (info, convert, plan, train, predict, evaluate)
+COMMANDS = (info, convert, plan, train, predict, evaluate, pacs, listen, demo, doctor, completion)
 
 # Exit codes.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

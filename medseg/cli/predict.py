@@ -21,7 +21,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Exit code 0: all segmented; 1: some cases failed; 2: usage error.",
     )
     parser.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="image files, folders, DICOM trees")
-    parser.add_argument("--model", "-m", type=Path, required=True, help="a model folder (RUN_DIR/model of medseg train)")
+    parser.add_argument(
+        "--model",
+        "-m",
+        type=Path,
+        required=True,
+        help="a model folder (RUN_DIR/model of medseg train), or 'bundled' for the phantom model shipped with medseg",
+    )
     parser.add_argument("--output", "-o", type=Path, required=True, metavar="OUT", help="the output folder")
     parser.add_argument(
         "--format",
@@ -78,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--overlap must be at least 0 and below 1, got {args.overlap}")
     if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if str(args.model) == "bundled" and not args.model.exists():
+        from medseg.models.bundled import bundled_model_path
+
+        args.model = bundled_model_path()
     if not args.model.is_dir():
         raise FileNotFoundError(f"{args.model}: no model folder there (a training run's RUN_DIR/model)")
     for path in args.inputs:

@@ -22,7 +22,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(target.suffixes) or ".tmp"
+    suffix = "".join(target.suffixes[-2:])[:16] or ".tmp"  # e.g. ".nii.gz", ".seg.dcm"; not a dotted UID's parts
     tmp = _reserve(target.parent, f".{target.name}.", suffix)
     try:
         yield tmp

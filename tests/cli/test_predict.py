@@ -74,3 +74,9 @@ def test_slurm_array_variables_pick_the_shard(trained_model, nifti_inputs, tmp_p
     out = capsys.readouterr().out
     assert "shard 2/2 of 2 case(s): 1 done" in out
     assert sorted(p.name for p in (tmp_path / "o").glob("*.nii.gz")) == ["second.nii.gz"]
+
+
+def test_the_bundled_model_is_named_bundled(nifti_inputs, tmp_path, capsys):
+    code = main(["predict", "--model", "bundled", str(nifti_inputs), "--output", str(tmp_path / "o"), "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "o" / "abdomen.nii.gz").is_file()

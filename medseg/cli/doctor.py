@@ -1,0 +1,259 @@
+"""``medseg doctor``: what this installation can do: versions, GPU, DICOM codecs, tools, the bundled model."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import shutil
+import sys
+import time
+from importlib import metadata
+from typing import Any
+
+HELP = "check the installation: versions, CUDA, DICOM codecs, external tools and the bundled model"
+
+#: Libraries medseg cannot work without (import name -> distribution name).
+ESSENTIAL_LIBRARIES = {
+    "numpy": "numpy",
+    "scipy": "scipy",
+    "torch": "torch",
+    "monai": "monai",
+    "pydicom": "pydicom",
+    "highdicom": "highdicom",
+    "nibabel": "nibabel",
+    "SimpleITK": "SimpleITK",
+}
+#: Codec packages pydicom can decode compressed pixel data with (distribution names).
+CODEC_PACKAGES = (
+    "pylibjpeg",
+    "pylibjpeg-libjpeg",
+    "pylibjpeg-openjpeg",
+    "pylibjpeg-rle",
+    "pyjpegls",
+    "python-gdcm",
+    "pillow",
+)
+#: Transfer syntaxes medseg promises to read (names in pydicom.uid); the others are reported only.
+ESSENTIAL_SYNTAXES = (
+    "ImplicitVRLittleEndian",
+    "ExplicitVRLittleEndian",
+    "DeflatedExplicitVRLittleEndian",
+    "ExplicitVRBigEndian",
+    "RLELossless",
+    "JPEGBaseline8Bit",
+    "JPEGLossless",
+    "JPEGLosslessSV1",
+    "JPEGLSLossless",
+    "JPEGLSNearLossless",
+    "JPEG2000Lossless",
+    "JPEG2000",
+)
+#: Programs some features and tests use: validation of written objects, DICOM networking, a test PACS.
+TOOLS = {
+    "dciodvfy": "checks written SEG/RTSTRUCT against the standard (dicom3tools)",
+    "storescu": "sends DICOM to a PACS (dcmtk)",
+    "findscu": "queries a PACS (dcmtk)",
+    "Orthanc": "a local PACS for integration tests",
+}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "doctor",
+        help=HELP,
+        description=HELP + ". Reports medseg, Python, PyTorch and MONAI versions; whether CUDA is usable "
+        "(devices, CUDA version); the DICOM codec packages installed and which transfer syntaxes they "
+        "decode; whether dciodvfy, dcmtk (storescu, findscu) and Orthanc are on PATH; and whether the "
+        "bundled model loads and runs. Exit code 0: the essentials work (libraries, the codecs for the "
+        "transfer syntaxes medseg reads, the bundled model); 1: something essential is broken (listed); "
+        "no GPU and missing tools are reported, not failures.",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    report = diagnose()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _render(report)
+    return 0 if report["ok"] else 1
+
+
+def diagnose() -> dict[str, Any]:
+    """The report: every check's facts, ``problems`` (essential failures) and ``ok``."""
+    import medseg
+
+    problems: list[str] = []
+    report: dict[str, Any] = {
+        "ok": True,
+        "problems": problems,
+        "medseg": {"version": medseg.__version__, "path": medseg.__path__[0]},
+        "python": {"version": platform.python_version(), "executable": sys.executable, "platform": platform.platform()},
+        "libraries": _libraries(problems),
+    }
+    report["cuda"] = _cuda() if report["libraries"]["torch"]["ok"] else {"available": False, "error": "no torch"}
+    report["codecs"] = _codecs(problems) if report["libraries"]["pydicom"]["ok"] else {}
+    report["tools"] = {name: shutil.which(name) for name in TOOLS}
+    ready = all(report["libraries"][name]["ok"] for name in ("torch", "monai"))
+    report["bundled_model"] = _bundled_model(problems) if ready else {"ok": False, "error": "torch/MONAI missing"}
+    report["ok"] = not problems
+    return report
+
+
+def _libraries(problems: list[str]) -> dict[str, dict[str, Any]]:
+    found = {}
+    for module, distribution in ESSENTIAL_LIBRARIES.items():
+        try:
+            imported = importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001 - a broken install may raise anything; it is reported
+            found[module] = {"ok": False, "version": _version(distribution), "error": f"{type(exc).__name__}: {exc}"}
+            problems.append(f"{module} does not import ({type(exc).__name__}: {exc})")
+            continue
+        version = getattr(imported, "__version__", None) or _version(distribution)
+        found[module] = {"ok": True, "version": str(version) if version else None}
+    return found
+
+
+def _cuda() -> dict[str, Any]:
+    import torch
+
+    available = torch.cuda.is_available()
+    facts: dict[str, Any] = {
+        "available": available,
+        "torch_cuda_version": torch.version.cuda,
+        "cudnn_version": torch.backends.cudnn.version() if available else None,
+        "devices": [],
+        "cpu_threads": torch.get_num_threads(),
+    }
+    if available:
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            facts["devices"].append(
+                {"index": index, "name": props.name, "memory_gib": round(props.total_memory / 2**30, 1)}
+            )
+    return facts
+
+
+def _codecs(problems: list[str]) -> dict[str, Any]:
+    import pydicom.uid
+    from pydicom.pixels import decoders
+    from pydicom.pixels.decoders.base import Decoder
+
+    essential = {str(getattr(pydicom.uid, name)) for name in ESSENTIAL_SYNTAXES}
+    syntaxes = []
+    for name in sorted(dir(decoders)):
+        decoder = getattr(decoders, name)
+        if not name.endswith("Decoder") or not isinstance(decoder, Decoder):
+            continue
+        uid = decoder.UID
+        entry = {
+            "uid": str(uid),
+            "name": uid.name,
+            "decodable": bool(decoder.is_available),
+            "plugins": sorted(decoder.available_plugins),
+            "missing": sorted(decoder.missing_dependencies),
+            "essential": str(uid) in essential,
+        }
+        if entry["essential"] and not entry["decodable"]:
+            problems.append(f"cannot decode {uid.name} ({uid}): install {', '.join(entry['missing']) or 'a codec'}")
+        syntaxes.append(entry)
+    syntaxes.sort(key=lambda e: (not e["essential"], e["name"]))
+    return {"packages": {name: _version(name) for name in CODEC_PACKAGES}, "transfer_syntaxes": syntaxes}
+
+
+def _bundled_model(problems: list[str]) -> dict[str, Any]:
+    """Load the bundled model on the CPU and run one patch through it."""
+    started = time.monotonic()
+    try:
+        import torch
+
+        from medseg.errors import MedsegError
+        from medseg.models.bundled import bundled_model_path
+        from medseg.training import load_model
+
+        path = bundled_model_path()
+        network, pipeline, facts = load_model(path, device="cpu")
+        patch = torch.zeros(1, len(pipeline.preprocessing.channels), *pipeline.training.patch_size)
+        with torch.no_grad():
+            scores = network(patch)
+        if scores.shape[1] != pipeline.num_classes:
+            raise RuntimeError(f"the network gives {scores.shape[1]} classes, the pipeline {pipeline.num_classes}")
+    except (MedsegError, ImportError, OSError, RuntimeError) as exc:
+        problems.append(f"the bundled model does not load or run: {exc}")
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    return {
+        "ok": True,
+        "path": str(path),
+        "name": pipeline.name,
+        "labels": {str(n): label.name for n, label in sorted(pipeline.labels.items())},
+        "sha256": facts.get("model_sha256"),
+        "seconds": round(time.monotonic() - started, 2),
+    }
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _render(report: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    from medseg.cli._render import stdout
+
+    ok, no, info = "[green]ok  [/]", "[red]FAIL[/]", "[yellow]--  [/]"
+
+    def line(mark: str, text: str) -> None:
+        stdout.print(f"  {mark} {escape(text)}")
+
+    medseg, python = report["medseg"], report["python"]
+    stdout.print(escape(f"medseg {medseg['version']} ({medseg['path']})"))
+    stdout.print(escape(f"python {python['version']} ({python['executable']}) on {python['platform']}"))
+    stdout.print("\n[bold]libraries[/]")
+    for name, lib in report["libraries"].items():
+        line(ok if lib["ok"] else no, f"{name} {lib.get('version') or ''} {lib.get('error', '')}".rstrip())
+    cuda = report["cuda"]
+    stdout.print("\n[bold]GPU[/]")
+    if cuda.get("available"):
+        for device in cuda["devices"]:
+            line(ok, f"cuda:{device['index']} {device['name']} ({device['memory_gib']} GiB)")
+        line("    ", f"CUDA {cuda['torch_cuda_version']}, cuDNN {cuda['cudnn_version']}")
+    else:
+        build = cuda.get("torch_cuda_version") or "none (a CPU build of torch)"
+        threads = cuda.get("cpu_threads", "?")
+        line(info, f"no CUDA GPU usable; torch's CUDA: {build}; medseg runs on the CPU ({threads} threads)")
+    codecs = report["codecs"]
+    if codecs:
+        stdout.print("\n[bold]DICOM codecs[/]")
+        packages = ", ".join(f"{n} {v}" for n, v in codecs["packages"].items() if v)
+        absent = ", ".join(n for n, v in codecs["packages"].items() if not v)
+        line("    ", f"installed: {packages or 'none'}" + (f"; not installed: {absent}" if absent else ""))
+        for entry in codecs["transfer_syntaxes"]:
+            mark = ok if entry["decodable"] else no if entry["essential"] else info
+            if entry["decodable"]:
+                via = ", ".join(entry["plugins"]) or "built into pydicom"
+            else:
+                via = "needs " + (", ".join(entry["missing"]) or "a codec")
+            line(mark, f"{entry['name']} ({via})")
+    stdout.print("\n[bold]tools[/]")
+    for name, path in report["tools"].items():
+        line(ok if path else info, f"{name}: {path or 'not on PATH'} ({TOOLS[name]})")
+    model = report["bundled_model"]
+    stdout.print("\n[bold]bundled model[/]")
+    if model["ok"]:
+        labels = ", ".join(model["labels"].values())
+        line(ok, f"{model['name']} ({labels}) loads and runs in {model['seconds']} s: {model['path']}")
+    else:
+        line(no, model["error"])
+    stdout.print()
+    if report["ok"]:
+        stdout.print("[green]the essentials work[/]; try: medseg demo")
+    else:
+        for problem in report["problems"]:
+            stdout.print(f"[red]problem:[/] {escape(problem)}")

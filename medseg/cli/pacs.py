@@ -1,0 +1,277 @@
+"""``medseg pacs query|pull|push|segment|echo``: work with a PACS over DICOMweb or DIMSE."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+HELP = "query, pull from, push to and segment series in a PACS (DICOMweb or DIMSE)"
+CONNECTION_HELP = (
+    "The PACS is described once: a YAML file (--pacs, or $MEDSEG_PACS_FILE), MEDSEG_PACS_* environment variables "
+    "(MEDSEG_PACS_URL, MEDSEG_PACS_AE_TITLE, ...; MEDSEG_PACS_PASSWORD/_TOKEN for secrets), or each action's "
+    "connection flags (see `medseg pacs ACTION --help`); "
+    "flags win over variables, variables over the file. Secrets are read from an environment variable or a "
+    "file, never from the command line, and never shown. See docs/pacs.md."
+)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "pacs",
+        help=HELP,
+        description=HELP + ". " + CONNECTION_HELP + " Exit code 0: done; 1: the PACS failed or some series "
+        "failed; 2: usage or settings error.",
+    )
+    commands = parser.add_subparsers(dest="pacs_command", metavar="ACTION", required=True)
+    connection = _connection_parser()
+    filters = _filter_parser()
+
+    echo = commands.add_parser(
+        "echo", parents=[connection], help="check the connection and credentials (C-ECHO, or a QIDO-RS search)"
+    )
+    echo.set_defaults(run=run_echo)
+
+    query = commands.add_parser(
+        "query",
+        parents=[connection, filters],
+        help="list the series matching the filters (QIDO-RS or C-FIND)",
+        description="List the series matching the filters (QIDO-RS, or C-FIND at study then series level): "
+        "study date, patient ID, modality, series number and description, instances, UIDs.",
+    )
+    query.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    query.set_defaults(run=run_query)
+
+    pull = commands.add_parser(
+        "pull",
+        parents=[connection, filters],
+        help="download the series matching the filters (WADO-RS or C-GET)",
+        description="Download every series matching the filters (WADO-RS, or C-GET) into "
+        "OUT/<study UID>/<series UID>/, one file per instance named by its SOP Instance UID. At least one "
+        "filter is needed.",
+    )
+    pull.add_argument("--output", "-o", type=Path, required=True, metavar="OUT", help="the output folder")
+    pull.set_defaults(run=run_pull)
+
+    push = commands.add_parser(
+        "push",
+        parents=[connection],
+        help="send DICOM files or folders (STOW-RS or C-STORE)",
+        description="Send DICOM files, or every file in folders (recursively; hidden files left out), "
+        "with STOW-RS or C-STORE.",
+    )
+    push.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="DICOM files or folders")
+    push.set_defaults(run=run_push)
+
+    segment = commands.add_parser(
+        "segment",
+        parents=[connection, filters],
+        help="segment the series matching the filters and push the results back",
+        description="For every image series matching the filters (SEG, RTSTRUCT, SR, ... are left out): pull "
+        "it into WORK, segment it with the model, push the SEG (and RTSTRUCT) back. A series for which the "
+        "PACS already has a SEG from this model (same pipeline name and version, which includes a hash of the "
+        "weights) referencing it is skipped unless --force. WORK/manifest.csv lists every series (pushed, "
+        "skipped, failed); re-running finishes what is missing.",
+    )
+    segment.add_argument(
+        "--model", "-m", type=Path, required=True, help="a model folder (RUN_DIR/model of medseg train)"
+    )
+    segment.add_argument(
+        "--format", default="seg", metavar="LIST", help="comma-separated: seg, rtstruct (pushed), nifti (kept in WORK)"
+    )
+    segment.add_argument(
+        "--work", type=Path, default=Path("medseg-pacs-work"), metavar="DIR", help="work folder (default: %(default)s)"
+    )
+    segment.add_argument("--force", action="store_true", help="segment and push again series already segmented")
+    segment.add_argument("--keep-images", action="store_true", help="keep the pulled images in WORK/images")
+    segment.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: CUDA when available"
+    )
+    segment.set_defaults(run=run_segment)
+
+
+def _connection_parser() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("PACS connection")
+    group.add_argument("--pacs", type=Path, metavar="FILE", help="PACS settings (YAML; see docs/pacs.md)")
+    group.add_argument("--url", help="DICOMweb service root, e.g. https://pacs.example.org/dicom-web")
+    group.add_argument("--username", help="HTTP Basic user name (the password from --password-env/--password-file)")
+    group.add_argument("--password-env", metavar="VAR", help="environment variable holding the password")
+    group.add_argument("--password-file", metavar="FILE", help="file holding the password")
+    group.add_argument("--token-env", metavar="VAR", help="environment variable holding a bearer token")
+    group.add_argument("--token-file", metavar="FILE", help="file holding a bearer token")
+    group.add_argument("--verify", metavar="true|false|CA_FILE", help="TLS verification (default: true)")
+    group.add_argument("--ae-title", metavar="AET", help="DIMSE: the PACS's AE title")
+    group.add_argument("--host", help="DIMSE: the PACS's host name or address")
+    group.add_argument("--port", help="DIMSE: the PACS's port")
+    group.add_argument("--calling-ae-title", metavar="AET", help="DIMSE: our AE title (default: MEDSEG)")
+    group.add_argument("--timeout", metavar="S", help="seconds to wait for the PACS (default: 30)")
+    return parent
+
+
+def _filter_parser() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("series filters (all must match; * and ? wildcards where the PACS supports them)")
+    group.add_argument("--patient-id", metavar="ID")
+    group.add_argument("--study-date", metavar="FROM-TO", help="YYYYMMDD, FROM-TO, FROM- or -TO")
+    group.add_argument("--modality", metavar="MOD", help="e.g. CT")
+    group.add_argument("--study-uid", metavar="UID")
+    group.add_argument("--series-uid", metavar="UID")
+    group.add_argument("--description", metavar="TEXT", help="series description, e.g. '*arterial*'")
+    return parent
+
+
+def settings_from_args(args: argparse.Namespace):  # -> medseg.pacs.config.PacsSettings
+    """The PACS connection from ``--pacs``, the environment and the connection flags."""
+    from medseg.pacs.config import KEYS, load_settings
+
+    overrides = {key: getattr(args, key, None) for key in KEYS if key != "protocol"}
+    return load_settings(args.pacs, overrides=overrides)
+
+
+def quiet_libraries(args: argparse.Namespace) -> None:
+    """Keep pynetdicom's and dicomweb-client's own log lines off the console unless debugging."""
+    if not (args.debug or args.verbose > 1):
+        for name in ("pynetdicom", "dicomweb_client"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _query(args: argparse.Namespace):  # -> medseg.pacs.model.SeriesQuery
+    from medseg.pacs.model import SeriesQuery
+
+    return SeriesQuery(
+        patient_id=args.patient_id,
+        study_date=args.study_date,
+        modality=args.modality,
+        study_uid=args.study_uid,
+        series_uid=args.series_uid,
+        description=args.description,
+    )
+
+
+def run_echo(args: argparse.Namespace) -> int:
+    from medseg.cli._render import stdout
+    from medseg.pacs.client import connect
+
+    quiet_libraries(args)
+    settings = settings_from_args(args)
+    with connect(settings) as pacs:
+        pacs.echo()
+    stdout.print(f"{settings.describe()}: ok")
+    return 0
+
+
+def run_query(args: argparse.Namespace) -> int:
+    import json
+
+    from medseg.cli._render import stdout
+    from medseg.pacs.client import connect
+
+    quiet_libraries(args)
+    query = _query(args)
+    with connect(settings_from_args(args)) as pacs:
+        found = pacs.find_series(query)
+    if args.json:
+        print(json.dumps([s.to_dict() for s in found], indent=2))
+        return 0
+    if not found:
+        stdout.print("no series found")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("study date", "patient ID", "modality", "#", "description", "instances"):
+        table.add_column(column)
+    table.add_column("series UID", no_wrap=True)
+    for s in found:
+        table.add_row(
+            s.study_date,
+            s.patient_id,
+            s.modality,
+            "" if s.series_number is None else str(s.series_number),
+            s.description,
+            "" if s.instances is None else str(s.instances),
+            s.series_uid,
+        )
+    # Piped into a file or another program: no terminal width to fit, so UIDs are never cut.
+    (stdout if stdout.is_terminal else Console(width=1000, highlight=False)).print(table)
+    stdout.print(f"{len(found)} series in {len({s.study_uid for s in found})} study(ies)")
+    return 0
+
+
+def run_pull(args: argparse.Namespace) -> int:
+    from medseg.cli._render import stdout
+    from medseg.errors import ConfigError
+    from medseg.io.files import safe_name
+    from medseg.pacs.client import connect
+
+    quiet_libraries(args)
+    query = _query(args)
+    if not query.filters():
+        raise ConfigError(
+            "pacs pull needs at least one filter (e.g. --study-uid or --patient-id): it would pull everything"
+        )
+    if args.output.exists() and not args.output.is_dir():
+        raise ConfigError(f"{args.output}: exists and is not a folder")
+    with connect(settings_from_args(args)) as pacs:
+        found = pacs.find_series(query)
+        for series in found:
+            study, name = (safe_name(uid, max_length=120) for uid in (series.study_uid, series.series_uid))
+            folder = args.output / study / name
+            paths = pacs.retrieve_series(series, folder)
+            what = f"{series.modality} {series.description}"
+            stdout.print(f"[green]pulled[/] {len(paths):>4} instance(s) {what} -> {folder}")
+    if not found:
+        stdout.print("no series found")
+        return 1
+    stdout.print(f"{len(found)} series pulled into {args.output}")
+    return 0
+
+
+def run_push(args: argparse.Namespace) -> int:
+    from medseg.cli._render import stdout
+    from medseg.io.dicom import find_files
+    from medseg.pacs.client import connect
+
+    quiet_libraries(args)
+    files: list[str] = []
+    for path in args.paths:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or folder")
+        files.extend(find_files(path))
+    if not files:
+        raise FileNotFoundError(f"{', '.join(map(str, args.paths))}: no files to push")
+    with connect(settings_from_args(args)) as pacs:
+        report = pacs.store(files)
+    for path, reason in report.failed:
+        stdout.print(f"[red]failed[/] {path}: {reason}")
+    failed = f", {len(report.failed)} failed" if report.failed else ""
+    stdout.print(f"{len(report.stored)} instance(s) stored{failed}")
+    return 0 if report.ok else 1
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    from medseg.cli._render import progress_bar, stdout
+    from medseg.pacs.client import connect
+    from medseg.pacs.segment import SegmentOptions, segment_series
+
+    quiet_libraries(args)
+    if not args.model.is_dir():
+        raise FileNotFoundError(f"{args.model}: no model folder there (a training run's RUN_DIR/model)")
+    formats = tuple(dict.fromkeys(f.strip().lower() for f in args.format.split(",") if f.strip()))
+    options = SegmentOptions(formats=formats, force=args.force, keep_images=args.keep_images, device=args.device)
+    query = _query(args)
+    with connect(settings_from_args(args)) as pacs, progress_bar(not args.quiet) as progress:
+        report = segment_series(pacs, query, model=args.model, work=args.work, options=options, progress=progress)
+    style = {"pushed": "green", "skipped": "cyan", "failed": "red"}
+    for result in report.results:
+        s = result.series
+        seconds = f" {result.seconds:.1f} s" if result.status == "pushed" else ""
+        note = f" ({result.message})" if result.message else ""
+        what = f"{s.modality} {s.description} {s.series_uid}"
+        stdout.print(f"[{style[result.status]}]{result.status:>7}[/] {what}{seconds}{note}")
+    counts = ", ".join(f"{report.count(status)} {status}" for status in style if report.count(status))
+    manifest = report.work / "manifest.csv"
+    stdout.print(f"{counts or 'no image series found'} in {report.seconds:.1f} s; manifest: {manifest}")
+    return 1 if report.failed else 0
