@@ -130,6 +130,11 @@ class Training(_Strict):
     epochs: PositiveInt = 1000
     iterations_per_epoch: PositiveInt = 250
     validation_interval: PositiveInt = 1
+    #: Under a time limit, the most of the run's wall time that validation may take (see docs/training.md).
+    validation_share: Annotated[float, Field(gt=0, le=1)] = 0.1
+    #: The step time (s, data loading excluded) the plan expected on the machine it was planned on;
+    #: training says so when the real one differs by more than 30%.
+    planned_step_seconds: PositiveFloat | None = None
     loss: Literal["dice_ce", "dice"] = "dice_ce"
     optimizer: Optimizer = Optimizer()
     schedule: Literal["poly", "cosine"] = "poly"

@@ -41,6 +41,17 @@ from medseg.config.schema import (
 )
 from medseg.errors import ConfigError
 from medseg.planning.compute import estimate_step_seconds
+from medseg.planning.context import (
+    COARSENING_STEP,
+    CPU_CONTEXT_SHARE,
+    GPU_CONTEXT_SHARE,
+    MAX_COARSENING,
+    MIN_LABEL_VOXELS,
+    Coverage,
+    coarser_spacing,
+    coverage,
+    smallest_label,
+)
 from medseg.planning.fingerprint import ChannelStats, Fingerprint
 from medseg.planning.memory import estimate_memory_gb
 from medseg.planning.spacing import choose_dimensions, choose_spacing
@@ -166,18 +177,19 @@ def plan_pipeline(
     comments: dict[str, str] = {}
 
     spacing_choice = choose_spacing(fingerprint)
-    spacing = spacing_choice.spacing
-    median_shape = fingerprint.median_shape_at(spacing)
-    dims_choice = choose_dimensions(spacing, median_shape, dimensions)
+    full_spacing = spacing_choice.spacing
+    dims_choice = choose_dimensions(full_spacing, fingerprint.median_shape_at(full_spacing), dimensions)
     dims = dims_choice.dimensions
-    comments["preprocessing.spacing"] = spacing_choice.reason
     comments["network.dimensions"] = dims_choice.reason
 
     in_channels, num_classes = len(fingerprint.channels), max(fingerprint.labels) + 1
     budget = _Budget(memory_gb=memory_gb, device=device, threads=cpu_threads)
-    fit = _fit_patch(spacing[:dims], median_shape[:dims], budget, in_channels, num_classes)
+    resolution = _choose_resolution(fingerprint, full_spacing, dims, budget, in_channels, num_classes)
+    spacing, fit, median_shape = resolution.spacing, resolution.fit, resolution.median_shape
+    comments["preprocessing.spacing"] = spacing_choice.reason + (f"; {resolution.reason}" if resolution.reason else "")
     batch, batch_reason = _batch_size(fit, fingerprint, median_shape, budget, in_channels, num_classes)
     comments.update(_patch_comments(fit, median_shape[:dims], budget))
+    comments["training.patch_size"] += f"; {resolution.context}"
     comments.update(_network_comments(fit, spacing[:dims], budget))
     comments["training.batch_size"] = batch_reason
 
@@ -202,12 +214,24 @@ def plan_pipeline(
         f"test-time augmentation: average {2**dims} predictions mirrored along axes {axes}"
     )
     comments["inference.overlap"] = "sliding windows overlap by half a patch (nnU-Net's)"
+    if budget.on_cpu:
+        comments["training.planned_step_seconds"] = (
+            f"the step time estimated for {budget.where} (data loading excluded); training reports it when the "
+            f"real one differs by more than 30%"
+        )
+        comments["training.validation_share"] = (
+            "under --time-limit, at most this share of the wall time validates (half of it kept for a closing "
+            "validation of the final weights)"
+        )
 
     modality = fingerprint.modality
     try:
         pipeline = Pipeline(
             name=name,
-            description=f"planned from {fingerprint.num_cases} {modality} case(s) for {_target(budget)}",
+            description=(
+                f"planned from {fingerprint.num_cases} {modality} case(s) for {_target(budget)}"
+                + (f", at {resolution.factor:.2f}x the full-resolution spacing" if resolution.factor > 1 else "")
+            ),
             modality=modality,
             labels={number: Label(name=label) for number, label in sorted(fingerprint.labels.items())},
             preprocessing=Preprocessing(spacing=spacing, channels=channels, crop_to_nonzero=not is_ct),
@@ -221,6 +245,9 @@ def plan_pipeline(
                 schedule="poly",
                 foreground_oversampling=0.33,
                 augmentation=Augmentation(flip_axes=axes),
+                planned_step_seconds=(
+                    round(_step_seconds(fit, batch, budget, in_channels, num_classes), 3) if budget.on_cpu else None
+                ),
             ),
             inference=Inference(overlap=0.5, mirror_axes=axes),
         )
@@ -238,6 +265,106 @@ def plan_pipeline(
         list(spacing),
     )
     return pipeline, {key: _wrap(text) for key, text in comments.items()}
+
+
+# -- resolution and context ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Resolution:
+    """The grid the network works on, the patch fitted to it, and why."""
+
+    spacing: tuple[float, float, float]
+    median_shape: tuple[int, int, int]
+    fit: _PatchFit
+    seen: Coverage
+    factor: float  # spacing of the finest network axis / its full-resolution spacing
+    reason: str  # for preprocessing.spacing: empty at full resolution
+    context: str  # for training.patch_size: what the patch sees
+
+
+def _choose_resolution(
+    fingerprint: Fingerprint,
+    full: tuple[float, float, float],
+    dims: int,
+    budget: _Budget,
+    in_channels: int,
+    num_classes: int,
+) -> _Resolution:
+    """Full resolution, unless the budget shrinks the patch below the context share: then coarser.
+
+    Context before resolution: when the budget forced the patch smaller than the median
+    image and it covers less than the context share (:data:`CPU_CONTEXT_SHARE` on a CPU,
+    :data:`GPU_CONTEXT_SHARE` on a GPU) of the median image extent, the spacing of the
+    network's finest axes is raised by :data:`COARSENING_STEP` at a time and the patch is
+    fitted again, until the share is reached or the patch is the whole median image, but
+    never so far that the smallest label is fewer than :data:`MIN_LABEL_VOXELS` voxels
+    across, nor beyond :data:`MAX_COARSENING` times the full-resolution spacing.
+    """
+    target = CPU_CONTEXT_SHARE if budget.on_cpu else GPU_CONTEXT_SHARE
+
+    def attempt(spacing: tuple[float, float, float]) -> tuple[tuple[int, int, int], _PatchFit, Coverage]:
+        median = fingerprint.median_shape_at(spacing)
+        fit = _fit_patch(spacing[:dims], median[:dims], budget, in_channels, num_classes)
+        return median, fit, coverage(fit.patch, spacing[:dims], median[:dims])
+
+    median, fit, seen = attempt(full)
+    full_seen, spacing, factor, stop = seen, full, 1.0, ""
+    if fit.shrinks and seen.share < target:
+        smallest = smallest_label(fingerprint)
+        step = 1.0
+        while True:
+            step *= COARSENING_STEP
+            if step > MAX_COARSENING * (1 + 1e-9):
+                stop = f"stopped at {MAX_COARSENING:g}x the full-resolution spacing"
+                break
+            trial = coarser_spacing(full, step, dims)
+            finest = min(trial[:dims])
+            if smallest is not None and smallest.diameter_mm / finest < MIN_LABEL_VOXELS:
+                stop = (
+                    f"stopped where the smallest label, {smallest.name} (about {smallest.millilitres:.3g} mL, "
+                    f"{smallest.diameter_mm:.0f} mm across as a sphere), would be fewer than "
+                    f"{MIN_LABEL_VOXELS:g} voxels across"
+                )
+                break
+            try:
+                trial_median, trial_fit, trial_seen = attempt(trial)
+            except ConfigError:  # images too small for a U-Net at this spacing
+                stop = "stopped where the images would become too small for a U-Net"
+                break
+            median, fit, seen, spacing, factor = trial_median, trial_fit, trial_seen, trial, step
+            if seen.share >= target or not fit.shrinks:
+                break
+    reason = ""
+    if factor > 1:
+        reason = (
+            f"low resolution (context before resolution): at {_mm(full)} mm, the budget ({_target(budget)}) "
+            f"allowed a patch of {_mm(full_seen.patch_mm)} mm, {full_seen.share:.0%} of the median image "
+            f"({_mm(full_seen.image_mm)} mm; target {target:.0%}), so the spacing was coarsened {factor:.2f}x "
+            f"to {_mm(spacing)} mm; predictions are resampled back to each scan's own grid"
+        )
+        if stop:
+            reason += f"; {stop}"
+    if min(seen.per_axis) >= 1.0:
+        context = f"it covers the whole median image ({_mm(seen.image_mm)} mm)"
+    else:
+        context = (
+            f"it covers {_mm(seen.patch_mm)} mm, {seen.share:.0%} of the median image "
+            f"(per axis {', '.join(f'{c:.0%}' for c in seen.per_axis)})"
+        )
+    if seen.share < target and fit.shrinks:
+        why = f"; {stop}" if stop else ""
+        context += (
+            f". WARNING: below the {target:.0%} this plan aims for{why}: classes told apart by what lies farther "
+            f"away (left from right, an organ from a neighbour of the same density) may be confused; a larger "
+            f"budget (more memory, more CPU threads) or a coarser preprocessing.spacing gives more context"
+        )
+        log.warning("the planned patch covers only %.0f%% of the median image%s", 100 * seen.share, why)
+    return _Resolution(spacing, median, fit, seen, factor, reason, context)
+
+
+def _mm(values: Sequence[float]) -> str:
+    return " x ".join(f"{float(v):.3g}" for v in values)
 
 
 # -- patch, network, batch -------------------------------------------------------------

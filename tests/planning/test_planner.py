@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -18,6 +19,8 @@ from medseg.planning import (
     pipeline_step_seconds,
     plan_pipeline,
 )
+from medseg.planning.context import CPU_CONTEXT_SHARE, MIN_LABEL_VOXELS
+from medseg.planning.spacing import choose_spacing
 from medseg.planning.planner import CPU_STEP_SECONDS, CPU_TRAINING_HOURS
 from medseg.planning.topology import round_up
 from medseg.synthetic import PhantomSpec, make_phantom
@@ -394,3 +397,62 @@ def test_the_planned_cpu_network_runs_a_training_step():
     heads = model(torch.zeros(pipeline.training.batch_size, 1, *patch))
     assert heads.shape == (pipeline.training.batch_size, network.deep_supervision_heads + 1, 4, *patch)
     heads.mean().backward()
+
+
+# -- context before resolution ---------------------------------------------------------
+
+
+def abdomen(spacing, shape, millilitres=(1500.0, 200.0, 150.0), cases=24) -> Fingerprint:
+    """A CT cohort whose labels have realistic volumes (mL per case)."""
+    base = fingerprint([spacing] * cases, [shape] * cases, labels=dict(LABELS))
+    voxel_ml = math.prod(spacing) / 1000
+    return dataclasses.replace(
+        base,
+        label_voxels={k: round(ml / voxel_ml) * cases for k, ml in zip(LABELS, millilitres)},
+        label_cases=dict.fromkeys(LABELS, cases),
+    )
+
+
+def test_a_cpu_budget_trades_resolution_for_context():
+    """The issue's cohort (168 x 168 x 68 at 2 x 2 x 3 mm): full resolution allowed a 10 x 10 x 5 cm patch."""
+    fp = abdomen((2.0, 2.0, 3.0), (168, 168, 68))
+    pipeline, comments = plan_pipeline(fp, name="ct", memory_gb=2.0, device="cpu", cpu_threads=2)
+    spacing = pipeline.preprocessing.spacing
+    assert all(s > 1.5 * f for s, f in zip(spacing[:2], (2.0, 2.0)))  # coarser in plane
+    covered = [p * s / (m * f) for p, s, m, f in zip(pipeline.training.patch_size, spacing, (168, 168, 68), (2, 2, 3))]
+    assert math.prod(min(1.0, c) for c in covered) ** (1 / 3) >= CPU_CONTEXT_SHARE - 0.02
+    assert pipeline_step_seconds(pipeline, threads=2) <= CPU_STEP_SECONDS
+    text = comments["preprocessing.spacing"]
+    assert "context before resolution" in text and "27% of the median image" in text and "target 50%" in text
+    assert re.search(r"it covers [\d.]+ x [\d.]+ x [\d.]+ mm, 5\d% of the median image", comments["training.patch_size"])
+    assert "WARNING" not in comments["training.patch_size"]
+    assert "x the full-resolution spacing" in pipeline.description
+    assert pipeline.training.planned_step_seconds == pytest.approx(pipeline_step_seconds(pipeline, threads=2), 0.01)
+    _consistent(pipeline, fp, 2.0, base_filters=16)
+
+
+def test_small_labels_limit_the_coarsening_and_the_plan_says_so(caplog):
+    """A 1 mL label on 1 mm voxels: the grid may not coarsen until it is fewer than 10 voxels across."""
+    fp = abdomen((1.0, 1.0, 1.5), (128, 128, 96), millilitres=(300.0, 1.0, 300.0))
+    pipeline, comments = plan_pipeline(fp, name="ct", memory_gb=2.0, device="cpu", cpu_threads=2)
+    smallest_mm = (6 * 1000 / math.pi) ** (1 / 3)  # 12.4 mm across
+    assert smallest_mm / min(pipeline.preprocessing.spacing) >= MIN_LABEL_VOXELS
+    assert "stopped where the smallest label, spleen" in comments["preprocessing.spacing"]
+    assert "WARNING: below the 50% this plan aims for" in comments["training.patch_size"]
+    assert "covers only" in caplog.text
+
+
+def test_gpu_plans_of_typical_scans_keep_full_resolution():
+    """On a GPU nnU-Net's full-resolution patch is kept (its 3d_lowres/cascade is not planned)."""
+    for fp in (abdomen((2.0, 2.0, 3.0), (168, 168, 68)), abdominal_ct(), prostate_mr()):
+        pipeline, comments = plan_pipeline(fp, name="p", memory_gb=8.0, device="cuda")
+        assert pipeline.preprocessing.spacing == choose_spacing(fp).spacing
+        assert "context before resolution" not in comments["preprocessing.spacing"]
+        assert pipeline.training.planned_step_seconds is None
+
+
+def test_phantoms_are_not_coarsened_on_a_cpu(phantom_fingerprint):
+    """Their CPU patch already covers half the image: resolution is kept (the bundled model's plan)."""
+    pipeline, comments = plan_pipeline(phantom_fingerprint, name="p", memory_gb=2.0, device="cpu")
+    assert pipeline.preprocessing.spacing == choose_spacing(phantom_fingerprint).spacing
+    assert "context before resolution" not in comments["preprocessing.spacing"]
