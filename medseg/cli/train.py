@@ -6,6 +6,7 @@ import argparse
 import math
 import signal
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "the epoch in progress. Several GPUs or nodes: start the same command with torchrun, e.g. "
         "`torchrun --nproc-per-node 4 -m medseg train DATASET -o RUN_DIR` (DistributedDataParallel, one "
         "process per GPU, each running every step of an epoch on its own patches; rank 0 writes RUN_DIR; "
-        "see docs/training.md).",
+        "see docs/training.md). SIGTERM (e.g. a job scheduler's time limit) ends training after the current "
+        "step and exports the best model so far.",
     )
     parser.add_argument("dataset", type=Path, help="dataset folder or list file")
     parser.add_argument("--output", "-o", type=Path, required=True, metavar="RUN_DIR", help="the run folder")
@@ -39,7 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         metavar="MIN",
-        help="stop cleanly within this many minutes (plus about one validation) and export the best model",
+        help="end within this many minutes (plus a margin of about 30 s), validated and exported: validation "
+        "is kept to a share of the time (training.validation_share) and training stops in time for a closing "
+        "validation and the export",
     )
     parser.add_argument(
         "--fold",
@@ -94,8 +98,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{output}: not empty; add --resume to continue the run there, or choose a new folder")
     quiet = args.quiet or not main
     display = _Display(enabled=not quiet, bars=not quiet and sys.stderr.isatty())
+    stop = threading.Event()
     try:
-        with display, _sigterm_interrupts():
+        with display, _sigterm_stops(stop):
             result = train(
                 args.dataset,
                 output,
@@ -107,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
                 resume=args.resume,
                 progress=display.progress,
                 on_epoch=display.epoch,
+                stop=stop,
             )
     except KeyboardInterrupt:
         if main and (output / "checkpoints" / "last.pt").exists():
@@ -114,20 +120,27 @@ def run(args: argparse.Namespace) -> int:
         raise
     if not quiet:
         dice = "no validation" if math.isnan(result.best_dice) else f"mean Dice {result.best_dice:.3f}"
-        note = " (time limit)" if result.stopped == "time limit" else ""
+        note = {"time limit": " (time limit)", "interrupted": " (stopped by SIGTERM)"}.get(result.stopped, "")
         stderr.print(
             f"trained {result.epochs} epoch(s){note}; best epoch {result.best_epoch}, {dice} -> {result.model_dir}",
             soft_wrap=True,
         )
+        if result.stopped == "interrupted":
+            stderr.print(f"continue with: medseg train {args.dataset} --output {output} --resume", soft_wrap=True)
     return 0
 
 
 @contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM (e.g. from a job scheduler) stops training like Ctrl-C does."""
+def _sigterm_stops(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM (e.g. a job scheduler's time limit) ends training after the current step, model exported.
+
+    A second SIGTERM interrupts at once, like Ctrl-C (the last finished epoch is kept for ``--resume``).
+    """
 
     def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
 
     try:
         previous = signal.signal(signal.SIGTERM, interrupt)

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +38,8 @@ import torch
 from medseg.config.schema import Pipeline
 from medseg.errors import InputError
 from medseg.models import build_network
+from medseg.planning.compute import pipeline_step_seconds
+from medseg.training.budget import ValidationBudget, export_seconds
 from medseg.training.devices import autocast, grad_scaler
 from medseg.training.distributed import Distributed
 from medseg.training.objectives import build_loss, build_optimizer, build_schedule, schedule_at
@@ -48,7 +52,14 @@ from medseg.training.state import (
     save_checkpoint,
     seed_everything,
 )
-from medseg.training.validation import dice_per_label, mean_ignoring_nan, predict_logits
+from medseg.training.validation import (
+    dice_per_label,
+    mean_ignoring_nan,
+    predict_logits,
+    time_window,
+    validation_overlap,
+    window_count,
+)
 from medseg.transforms.prepare import PreparedCase
 from medseg.transforms.sampling import PatchSampler
 
@@ -59,6 +70,12 @@ GRADIENT_CLIP = 12.0
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
+#: The first steps of a session not counted when the step time is compared with the plan's (warm-up).
+STEP_CHECK_SKIP = 2
+#: Steps timed, after the warm-up, for that comparison.
+STEP_CHECK_STEPS = 10
+#: A real step time off the plan's estimate by more than this share is reported.
+STEP_CHECK_TOLERANCE = 0.3
 
 Progress = Callable[[str, int, int], None]
 EpochCallback = Callable[[Mapping[str, float], str], None]  # (metrics row, formatted line)
@@ -72,7 +89,7 @@ class LoopOutcome:
     best_epoch: int
     best_dice: float
     history: list[dict[str, float]]
-    stopped: str  # "completed" or "time limit"
+    stopped: str  # "completed", "time limit" or "interrupted"
     best_weights: dict[str, torch.Tensor] = field(repr=False)
 
 
@@ -86,6 +103,8 @@ class LoopSettings:
         fold: the fold trained (stored in checkpoints).
         pipeline_yaml: the pipeline's text (stored in checkpoints).
         deadline: ``time.monotonic()`` value by which training should stop, or None.
+        stop: set (e.g. by a SIGTERM handler) to end training after the current step: the epoch is
+            saved without validation and the loop returns, so that the best model so far is exported.
         progress: ``(stage, done, total)``: ``"epoch"`` (epochs finished of the budget) as each
             epoch starts and at the end, ``"train"`` after each step, ``"validate"`` after each case.
         on_epoch: called with each epoch's metrics row and its one-line summary.
@@ -97,6 +116,7 @@ class LoopSettings:
     fold: int | str
     pipeline_yaml: str
     deadline: float | None = None
+    stop: threading.Event | None = None
     progress: Progress | None = None
     on_epoch: EpochCallback | None = None
     group: Distributed = field(default_factory=Distributed)
@@ -155,6 +175,11 @@ class Trainer:
         self.best_dice = math.nan
         self._best_weights: dict[str, torch.Tensor] | None = None
         self._validation_seconds = 0.0
+        #: Under a time limit: when to validate, on which cases (see medseg.training.budget).
+        self.budget: ValidationBudget | None = None
+        self._notes: list[str] = []  # for train.log, written after the epoch
+        self._step_times: list[float] = []  # the first steps of this session, for the step-time check
+        self._step_checked = False
         #: How far through its schedule training is (0 to 1); under a time limit, also moved by the clock.
         self._schedule_progress = 0.0
         self._clock_start = (time.monotonic(), 0.0)  # (when this session's training began, progress then)
@@ -214,7 +239,11 @@ class Trainer:
         """
         training = self.pipeline.training
         stopped = "completed"
+        self.budget = self._plan_validation()
         self._clock_start = (time.monotonic(), self._schedule_progress)
+        if self.budget is not None:
+            self._notes.append(self.budget.describe())
+        self._flush_notes(records)
         while self.epoch < training.epochs:
             self._report("epoch", self.epoch, training.epochs)
             epoch = self.epoch + 1
@@ -223,31 +252,42 @@ class Trainer:
             sampler = PatchSampler(self.train_cases, self.pipeline, seed=seed, augment=True)
             self._follow_schedule()
             lr = float(self.optimizer.param_groups[0]["lr"])
-            loss, steps, out_of_time = self._train_epoch(sampler)
+            timing = _EpochTiming()
+            loss, steps, cut_short = self._train_epoch(sampler, timing)
             loss = self.group.mean(loss)
+            timing.pseudo_dice = self.group.mean(timing.pseudo_dice)
             self.scheduler.step()
-            last = epoch == training.epochs or out_of_time or self._out_of_time(reserve=self._validation_seconds)
-            validate = bool(self.validation_cases) and (last or epoch % training.validation_interval == 0)
-            scores = self._validate() if validate else []
+            interrupted = self._stop_requested()
+            last = epoch == training.epochs or cut_short or interrupted or self._out_of_time(reserve=self._reserve())
+            cases = self._cases_to_validate(epoch, last=last, interrupted=interrupted)
+            validated = time.monotonic()
+            scores = self._validate(cases) if cases else []
+            timing.validation = time.monotonic() - validated if cases else 0.0
+            if cases and scores is None:  # a stop request came during the validation: abandoned
+                cases, scores, interrupted, last = [], [], True, True
             self.epoch = epoch
             self._check_ranks_agree()
-            row = self._row(epoch, loss, scores, lr, time.monotonic() - started)
+            row = self._row(epoch, loss, scores, lr, time.monotonic() - started, timing)
             self.history.append(row)
-            improved = self._update_best(validated=validate)
+            improved = self._update_best(validated=bool(cases))
             self._save(improved)
+            self._flush_notes(records)
             if records is not None:
                 records.epoch_done(self.history)
             if self.settings.on_epoch is not None:
                 self.settings.on_epoch(row, format_epoch(row, epochs=training.epochs, label_names=self.label_names))
             if last and epoch < training.epochs:
-                stopped = "time limit"
+                stopped = "interrupted" if interrupted else "time limit"
                 if records is not None:
+                    why = "stop requested (signal)" if interrupted else "time limit reached"
                     records.note(
-                        f"time limit reached: stopped after epoch {epoch} of {training.epochs} "
+                        f"{why}: stopped after epoch {epoch} of {training.epochs} "
                         f"({steps} of its {training.iterations_per_epoch} steps)"
                     )
                 break
         self._report("epoch", self.epoch, training.epochs)
+        if self.best_epoch == 0 and self.epoch > 0:  # nothing validated: the last weights are exported
+            self.best_epoch = self.epoch
         return LoopOutcome(
             epochs_done=self.epoch,
             best_epoch=self.best_epoch,
@@ -280,6 +320,64 @@ class Trainer:
                 group["lr"] = base * factor
         self._schedule_progress = max(self._schedule_progress, progress)
 
+    def _plan_validation(self) -> ValidationBudget | None:
+        """Under a time limit with validation cases: the budget that keeps validation to its share."""
+        deadline = self.settings.deadline
+        if deadline is None or not self.validation_cases:
+            return None
+        windows = [window_count(case.image.shape[1:], self.pipeline) for case in self.validation_cases]
+        seconds_per_window = time_window(self.model, self.pipeline, device=self.settings.device)
+        seconds_per_window = float(self.group.broadcast(seconds_per_window))
+        return ValidationBudget(
+            share=self.pipeline.training.validation_share,
+            seconds=max(0.0, deadline - time.monotonic()),
+            windows=windows,
+            seconds_per_window=seconds_per_window,
+            parameters=sum(p.numel() for p in self.model.parameters()),
+        )
+
+    def _cases_to_validate(self, epoch: int, *, last: bool, interrupted: bool) -> list[int]:
+        """The validation cases to score after ``epoch``: none, the budget's, or all of them."""
+        if interrupted or not self.validation_cases:
+            return []
+        budget = self.budget
+        if budget is None:  # no time limit: every validation_interval epochs, and the last
+            due = last or epoch % self.pipeline.training.validation_interval == 0
+            return list(range(len(self.validation_cases))) if due else []
+        deadline = self.settings.deadline
+        left = math.inf if deadline is None else deadline - time.monotonic()
+        if not last:  # only if the closing validation still fits after this one
+            due = epoch % self.pipeline.training.validation_interval == 0
+            elapsed = time.monotonic() - self._clock_start[0]
+            fits = budget.closing_seconds + budget.reserve <= left
+            return list(budget.cases) if due and fits and budget.due(elapsed) else []
+        if budget.cases and budget.closing_seconds > left:
+            self._notes.append(
+                f"closing validation skipped: an estimated {budget.closing_seconds:.1f} s, {left:.1f} s left"
+            )
+            return []
+        return list(budget.cases)
+
+    def _reserve(self) -> float:
+        """Seconds to keep before the deadline: the closing validation and the export."""
+        if self.budget is not None:
+            return self.budget.reserve
+        if self.settings.deadline is not None:
+            return export_seconds(sum(p.numel() for p in self.model.parameters()))
+        return 0.0
+
+    def _stop_requested(self) -> bool:
+        stop = self.settings.stop
+        return self.group.agree(stop is not None and stop.is_set())
+
+    def _flush_notes(self, records: RunRecords | None) -> None:
+        for note in self._notes:
+            if records is not None:
+                records.note(note)
+            else:
+                log.info("%s", note)
+        self._notes.clear()
+
     def best_weights(self) -> dict[str, torch.Tensor]:
         """The best epoch's weights: kept from this session, else read from ``best.pt``."""
         if self._best_weights is not None:
@@ -289,16 +387,24 @@ class Trainer:
             return load_checkpoint(path).model
         return self.network.state_dict()
 
-    def _train_epoch(self, sampler: PatchSampler) -> tuple[float, int, bool]:
-        """Run one epoch's steps; returns the mean loss, the steps taken, and whether the deadline cut it short."""
+    def _train_epoch(self, sampler: PatchSampler, timing: _EpochTiming) -> tuple[float, int, bool]:
+        """Run one epoch's steps; returns the mean loss, the steps taken, and whether it was cut short.
+
+        The deadline (less the reserve for the closing validation and export) and a stop
+        request end an epoch early. ``timing`` receives the seconds spent loading data and
+        computing steps, and the pseudo-Dice of the epoch's training batches.
+        """
         network, device = self.network, self.settings.device
         steps = self.pipeline.training.iterations_per_epoch
         network.train()
         total, done = 0.0, 0
+        confusion = torch.zeros(self.pipeline.num_classes, self.pipeline.num_classes, dtype=torch.int64)
         for step in range(steps):
+            began = time.perf_counter()
             image, label = sampler.batch()
             image = torch.as_tensor(image).to(device, non_blocking=True)
             label = torch.as_tensor(label).to(device, non_blocking=True)
+            loaded = time.perf_counter()
             self.optimizer.zero_grad(set_to_none=True)
             with autocast(device):
                 output = network(image)
@@ -312,35 +418,115 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             total += float(loss.detach())
+            confusion += _confusion(output[:, 0] if self.deep_supervision else output, label)
+            finished = time.perf_counter()
+            timing.data += loaded - began
+            timing.train += finished - loaded
+            self._check_step_time(finished - loaded)
             done = step + 1
             self._report("train", done, steps)
-            if self._out_of_time(reserve=self._validation_seconds) and done < steps:
+            if done < steps and (self._stop_requested() or self._out_of_time(reserve=self._reserve())):
+                timing.pseudo_dice = _pseudo_dice(confusion)
                 return total / done, done, True
+        timing.pseudo_dice = _pseudo_dice(confusion)
         return total / done, done, False
 
-    def _validate(self) -> list[list[float]]:
-        """Per validation case, the Dice of each label (under DDP each rank scores its share of the cases)."""
+    def _check_step_time(self, seconds: float) -> None:
+        """Time this session's first steps; say once when they are far from the plan's estimate."""
+        times = self._step_times
+        if self._step_checked:
+            return
+        times.append(seconds)
+        if len(times) < STEP_CHECK_SKIP + STEP_CHECK_STEPS:
+            return
+        self._step_checked = True
+        expected, source = self._expected_step_seconds()
+        if expected is None:
+            return
+        real = statistics.median(times[STEP_CHECK_SKIP:])
+        ratio = real / expected
+        if abs(ratio - 1.0) <= STEP_CHECK_TOLERANCE:
+            self._notes.append(f"training steps take {real:.3f} s, as planned ({expected:.3f} s, {source})")
+            return
+        advice = (
+            "steps are slower than planned, so a time-limited run takes fewer of them: keep other work off "
+            "the machine while it trains, plan for the threads training really gets (`medseg plan --threads N`), "
+            "or shrink training.patch_size"
+            if ratio > 1
+            else "steps are faster than planned: re-planning on this machine would allow a larger patch"
+        )
+        message = (
+            f"training steps take {real:.3f} s (median of steps {STEP_CHECK_SKIP + 1}-"
+            f"{STEP_CHECK_SKIP + STEP_CHECK_STEPS}, data loading excluded), {ratio:.1f}x the plan's estimate of "
+            f"{expected:.3f} s ({source}); {advice}"
+        )
+        log.warning("%s", message)
+        self._notes.append(message)
+
+    def _expected_step_seconds(self) -> tuple[float | None, str]:
+        """The plan's step time: recorded in the pipeline, else on a CPU the planner's formula."""
+        planned = self.pipeline.training.planned_step_seconds
+        if planned is not None:
+            return planned, "training.planned_step_seconds"
+        if self.settings.device.type == "cpu":
+            threads = torch.get_num_threads()
+            return pipeline_step_seconds(self.pipeline, threads=threads), f"the planner's formula, {threads} threads"
+        return None, ""
+
+    def _validate(self, cases: Sequence[int]) -> list[list[float]] | None:
+        """Per validation case of ``cases``, the Dice of each label (under DDP each rank scores its share).
+
+        Returns None when a stop is requested during the validation (a single process only:
+        under DDP the ranks finish their shares, so that none waits for another).
+        """
         started = time.monotonic()
         self.model.eval()  # the bare network: DDP's forward would expect every rank to take part
         group = self.group
-        mine = list(range(group.rank, len(self.validation_cases), group.world_size))
+        mine = list(cases)[group.rank :: group.world_size]
         scores: dict[int, list[float]] = {}
         for done, number in enumerate(mine, start=1):
             case = self.validation_cases[number]
-            logits = predict_logits(self.model, case.image, self.pipeline, device=self.settings.device)
+            logits = predict_logits(
+                self.model, case.image, self.pipeline, device=self.settings.device, overlap=self._validation_overlap()
+            )
             prediction = logits.argmax(0).numpy()
             scores[number] = dice_per_label(prediction, np.asarray(case.label[0]), self.labels)
             self._report("validate", done, len(mine))
+            stop = self.settings.stop
+            if not group.is_distributed and stop is not None and stop.is_set() and done < len(mine):
+                return None
         for share in group.gather(scores) if group.is_distributed else []:
             scores.update(share)
         self._validation_seconds = time.monotonic() - started
-        return [scores[number] for number in range(len(self.validation_cases))]
+        if self.budget is not None and list(cases) == self.budget.cases:
+            self.budget.record(self._validation_seconds)
+        return [scores[number] for number in cases]
 
-    def _row(self, epoch: int, loss: float, scores: list[list[float]], lr: float, seconds: float) -> dict[str, float]:
+    def _validation_overlap(self) -> float:
+        """Window overlap of validations: the pipeline's, but at most MONAI's 0.25 under a time limit."""
+        overlap = self.pipeline.inference.overlap
+        return validation_overlap(overlap) if self.settings.deadline is not None else overlap
+
+    def _row(
+        self, epoch: int, loss: float, scores: list[list[float]], lr: float, seconds: float, timing: _EpochTiming
+    ) -> dict[str, float]:
         per_label = [mean_ignoring_nan([case[i] for case in scores]) for i in range(len(self.labels))]
-        row = {"epoch": float(epoch), "train_loss": loss, "val_dice_mean": mean_ignoring_nan(per_label)}
+        row = {
+            "epoch": float(epoch),
+            "train_loss": loss,
+            "pseudo_dice_mean": timing.pseudo_dice,
+            "val_dice_mean": mean_ignoring_nan(per_label),
+        }
         row.update({dice_column(name): value for name, value in zip(self.label_names, per_label)})
-        row.update({"lr": lr, "seconds": seconds})
+        row.update(
+            {
+                "lr": lr,
+                "seconds": seconds,
+                "train_seconds": timing.train,
+                "data_seconds": timing.data,
+                "validation_seconds": timing.validation,
+            }
+        )
         return row
 
     def _update_best(self, *, validated: bool) -> bool:
@@ -383,6 +569,42 @@ class Trainer:
     def _report(self, stage: str, done: int, total: int) -> None:
         if self.settings.progress is not None:
             self.settings.progress(stage, done, total)
+
+
+@dataclass
+class _EpochTiming:
+    """Where an epoch's time went (seconds), and the pseudo-Dice of its training batches."""
+
+    data: float = 0.0
+    train: float = 0.0
+    validation: float = 0.0
+    pseudo_dice: float = math.nan
+
+
+def _confusion(output: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """The ``(classes, classes)`` confusion counts (predicted, true) of a batch's full-resolution output."""
+    classes = output.shape[1]
+    with torch.no_grad():
+        predicted = output.detach().argmax(1).flatten().to(torch.int64)
+        truth = label.detach()[:, 0].flatten().to(torch.int64)
+        counts = torch.bincount(predicted * classes + truth, minlength=classes * classes)
+    return counts.reshape(classes, classes).cpu()
+
+
+def _pseudo_dice(confusion: torch.Tensor) -> float:
+    """nnU-Net's pseudo-Dice: Dice per foreground class over all voxels of the batches, then their mean.
+
+    Counted on augmented training patches, it is a free sign of learning, not a validation:
+    a class absent from every patch and never predicted is left out.
+    """
+    counts = confusion.double()
+    true_positive = counts.diagonal()[1:]
+    predicted, actual = counts.sum(1)[1:], counts.sum(0)[1:]
+    denominator = predicted + actual
+    present = denominator > 0
+    if not bool(present.any()):
+        return math.nan
+    return float((2 * true_positive[present] / denominator[present]).mean())
 
 
 def epoch_seed(seed: int, epoch: int, *, rank: int = 0) -> int:

@@ -1,8 +1,12 @@
 """What a run leaves to read: ``metrics.csv``, ``train.log``, ``curves.png`` and TensorBoard events.
 
 Every epoch adds one row to the history: ``epoch``, ``train_loss``,
-``val_dice_mean``, ``val_dice_<label name>`` per label (empty where the epoch
-did not validate), ``lr`` and ``seconds``. The CSV and the PNG are rewritten
+``pseudo_dice_mean`` (Dice of the training batches' predictions, nnU-Net's
+pseudo-Dice: a free sign of learning, not a validation), ``val_dice_mean``,
+``val_dice_<label name>`` per label (empty where the epoch did not validate),
+``lr``, ``seconds`` (the epoch's wall time) and where it went:
+``train_seconds`` (steps), ``data_seconds`` (drawing and augmenting patches)
+and ``validation_seconds``. The CSV and the PNG are rewritten
 from the whole history each epoch (atomically), so after a resume they show
 exactly the epochs the checkpoint kept.
 """
@@ -28,6 +32,8 @@ CURVES_FILE = "curves.png"
 TENSORBOARD_DIR = "tensorboard"
 
 Row = Mapping[str, float]
+#: Where an epoch's seconds went.
+TIMING_COLUMNS = ("train_seconds", "data_seconds", "validation_seconds")
 
 
 def dice_column(label_name: str) -> str:
@@ -37,18 +43,39 @@ def dice_column(label_name: str) -> str:
 
 def columns(label_names: Sequence[str]) -> list[str]:
     """The metrics columns, in order."""
-    return ["epoch", "train_loss", "val_dice_mean", *(dice_column(n) for n in label_names), "lr", "seconds"]
+    return [
+        "epoch",
+        "train_loss",
+        "pseudo_dice_mean",
+        "val_dice_mean",
+        *(dice_column(n) for n in label_names),
+        "lr",
+        "seconds",
+        *TIMING_COLUMNS,
+    ]
 
 
 def format_epoch(row: Row, *, epochs: int, label_names: Sequence[str]) -> str:
     """One line for an epoch, e.g. ``epoch 3/10  loss 0.5123  dice 0.812 (liver 0.901 ...)  lr 0.0081  4.1 s``."""
     parts = [f"epoch {int(row['epoch'])}/{epochs}", f"loss {row['train_loss']:.4f}"]
+    pseudo = row.get("pseudo_dice_mean", math.nan)
+    if not math.isnan(pseudo):
+        parts.append(f"pseudo-dice {pseudo:.3f}")
     mean = row.get("val_dice_mean", math.nan)
     if not math.isnan(mean):
         per_label = " ".join(f"{name} {row.get(dice_column(name), math.nan):.3f}" for name in label_names)
         parts.append(f"dice {mean:.3f} ({per_label})")
-    parts += [f"lr {row['lr']:.3g}", f"{row['seconds']:.1f} s"]
+    parts += [f"lr {row['lr']:.3g}", f"{row['seconds']:.1f} s{_split(row)}"]
     return "  ".join(parts)
+
+
+def _split(row: Row) -> str:
+    """`` (train 50.1, data 1.2, validation 4.0)`` where the row has the timing columns."""
+    values = [row.get(name, math.nan) for name in TIMING_COLUMNS]
+    if any(math.isnan(v) for v in values):
+        return ""
+    train, data, validation = values
+    return f" (train {train:.1f}, data {data:.1f}, validation {validation:.1f})"
 
 
 class RunRecords:
@@ -136,6 +163,7 @@ class RunRecords:
         for name, value in row.items():
             if name not in ("epoch", "seconds") and not math.isnan(value):
                 tag = "loss/train" if name == "train_loss" else name.replace("val_dice_", "dice/", 1)
+                tag = f"time/{name}" if name in TIMING_COLUMNS else tag
                 writer.add_scalar(tag, value, step)
         writer.flush()
 

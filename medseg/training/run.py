@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -79,7 +80,7 @@ class TrainingResult:
         best_epoch: the epoch whose weights were exported.
         best_dice: its mean foreground validation Dice (NaN without validation).
         history: one metrics row per epoch (as in ``metrics.csv``).
-        stopped: ``"completed"`` or ``"time limit"``.
+        stopped: ``"completed"``, ``"time limit"`` or ``"interrupted"`` (``stop`` was set).
         seconds: wall time of this call.
     """
 
@@ -105,6 +106,7 @@ def train(
     resume: bool = False,
     progress: Progress | None = None,
     on_epoch: EpochCallback | None = None,
+    stop: threading.Event | None = None,
 ) -> TrainingResult:
     """Train a network on a dataset and export the best epoch as a model folder.
 
@@ -114,9 +116,10 @@ def train(
         pipeline: ``"auto"`` plans one for the dataset (``medseg plan``); else a
             :class:`Pipeline` or a pipeline file, checked against the dataset's channels and labels.
         epochs: overrides ``training.epochs`` (also when resuming, to extend or shorten a run).
-        time_limit_minutes: stop cleanly before this much wall time has passed (counted from
-            this call, preparation included): the epoch in progress is cut short, validated
-            and saved, and the best model exported. The call may overrun by about one validation.
+        time_limit_minutes: end, model exported, within this much wall time (counted from this
+            call, preparation included) plus a small margin: validation is kept to
+            ``training.validation_share`` of the time, and training stops early enough for a
+            closing validation and the export (see :mod:`medseg.training.budget`).
         fold: validate on this fold of ``training.folds`` and train on the others; ``None``
             means fold 0 (or, when resuming, the checkpoint's fold); ``"all"`` trains on every
             case without validation and exports the last epoch.
@@ -127,6 +130,9 @@ def train(
             case), ``epoch`` (epochs finished of the budget), ``train`` (per step of the epoch)
             and ``validate`` (per validation case).
         on_epoch: ``(metrics row, one-line summary)`` after each epoch.
+        stop: when set (e.g. by a SIGTERM handler), training ends after the current step; the
+            epoch is saved without validation and the best model so far is exported
+            (``stopped == "interrupted"``); ``resume`` continues the run.
 
     Raises:
         ConfigError: bad options, a pipeline that does not fit the dataset, a run folder
@@ -157,6 +163,7 @@ def train(
             fold=chosen.fold,
             pipeline_yaml=resolved.text,
             deadline=deadline,
+            stop=stop,
             progress=progress,
             on_epoch=on_epoch,
             group=group,

@@ -155,7 +155,7 @@ def test_torchrun_is_recognised_by_its_environment():
 def test_train_help_mentions_torchrun(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
-    assert "torchrun --nproc-per-node" in capsys.readouterr().out
+    assert "torchrun --nproc-per-node" in " ".join(capsys.readouterr().out.split())
 
 
 @contextmanager

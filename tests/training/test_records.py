@@ -18,7 +18,18 @@ ROWS = [
         "lr": 0.01,
         "seconds": 2.0,
     },
-    {"epoch": 2.0, "train_loss": 0.1 + 0.2, "val_dice_mean": 0.5, "val_dice_liver": 0.5, "lr": 0.005, "seconds": 2.5},
+    {
+        "epoch": 2.0,
+        "train_loss": 0.1 + 0.2,
+        "pseudo_dice_mean": 0.75,
+        "val_dice_mean": 0.5,
+        "val_dice_liver": 0.5,
+        "lr": 0.005,
+        "seconds": 2.5,
+        "train_seconds": 2.0,
+        "data_seconds": 0.25,
+        "validation_seconds": 0.25,
+    },
 ]
 
 
@@ -26,15 +37,21 @@ def test_metrics_round_trip_exactly_with_empty_cells_for_epochs_not_validated(tm
     records = RunRecords(tmp_path, label_names=["liver"], epochs=2)
     records.write_csv(ROWS)
     lines = (tmp_path / "metrics.csv").read_text().splitlines()
-    assert lines[0] == "epoch,train_loss,val_dice_mean,val_dice_liver,lr,seconds"
-    assert lines[1] == "1,0.9,,,0.01,2.0"
+    assert lines[0] == (
+        "epoch,train_loss,pseudo_dice_mean,val_dice_mean,val_dice_liver,lr,seconds,"
+        "train_seconds,data_seconds,validation_seconds"
+    )
+    assert lines[1] == "1,0.9,,,,0.01,2.0,,,"  # a row of an older run, without the newer columns
+    assert lines[2] == "2,0.30000000000000004,0.75,0.5,0.5,0.005,2.5,2.0,0.25,0.25"
     back = read_metrics(tmp_path / "metrics.csv")
     assert back[1]["train_loss"] == 0.1 + 0.2 and math.isnan(back[0]["val_dice_mean"])
+    assert back[1]["validation_seconds"] == 0.25
 
 
 def test_the_epoch_line():
     assert format_epoch(ROWS[1], epochs=10, label_names=["liver"]) == (
-        "epoch 2/10  loss 0.3000  dice 0.500 (liver 0.500)  lr 0.005  2.5 s"
+        "epoch 2/10  loss 0.3000  pseudo-dice 0.750  dice 0.500 (liver 0.500)  lr 0.005  "
+        "2.5 s (train 2.0, data 0.2, validation 0.2)"
     )
     assert "dice" not in format_epoch(ROWS[0], epochs=10, label_names=["liver"])
 

@@ -24,12 +24,16 @@ from tests.training.conftest import TINY
 COLUMNS = [
     "epoch",
     "train_loss",
+    "pseudo_dice_mean",
     "val_dice_mean",
     "val_dice_liver",
     "val_dice_spleen",
     "val_dice_kidney",
     "lr",
     "seconds",
+    "train_seconds",
+    "data_seconds",
+    "validation_seconds",
 ]
 
 
@@ -39,7 +43,7 @@ def same_rows(a: list[dict[str, float]], b: list[dict[str, float]]) -> bool:
         return False
     for x, y in zip(a, b):
         for key in x:
-            if key != "seconds" and not (x[key] == y[key] or (math.isnan(x[key]) and math.isnan(y[key]))):
+            if not key.endswith("seconds") and not (x[key] == y[key] or (math.isnan(x[key]) and math.isnan(y[key]))):
                 return False
     return True
 
@@ -181,14 +185,14 @@ def test_a_time_limit_stops_cleanly_and_exports_the_best_model(phantom_dataset, 
         phantom_dataset, tmp_path / "run", pipeline=tiny_pipeline, epochs=10_000, time_limit_minutes=limit_minutes
     )
     assert result.stopped == "time limit" and 1 <= result.epochs < 10_000
-    last = result.history[-1]
-    assert not math.isnan(last["val_dice_mean"])  # the cut-short epoch was validated
+    log = (tmp_path / "run" / "train.log").read_text()
+    # A 3-second run affords a closing validation only where a case costs under 0.15 s to validate.
+    assert not math.isnan(result.history[-1]["val_dice_mean"]) or "validation skipped" in log
     facts = json.loads((result.model_dir / "model.json").read_text())
     assert facts["stopped"] == "time limit" and facts["epochs_run"] == result.epochs
     load_model(result.model_dir)
-    # Within the limit plus about one validation (a validation here takes well under a second).
-    assert result.seconds < limit_minutes * 60 + 3.0
-    assert "time limit reached" in (tmp_path / "run" / "train.log").read_text()
+    assert result.seconds < limit_minutes * 60 + 2.0  # see tests/training/test_budget.py for the promise
+    assert "time limit reached" in log
 
 
 def test_under_a_time_limit_the_learning_rate_anneals_by_the_clock(phantom_dataset, tiny_pipeline, tmp_path):
