@@ -111,3 +111,55 @@ def coarser_spacing(full: Sequence[float], factor: float, dims: int) -> tuple[fl
         finest = min(full)
         coarse = [max(float(s), factor * finest) for s in full]
     return tuple(round(s, 4) for s in coarse)  # type: ignore[return-value]
+
+
+#: A label lies on one side along an axis when its centroid is at least this far from the middle
+#: (as a fraction of the image's extent) ...
+SIDE_OFFSET = 0.08
+#: ... on the same side in at least this share of the cases that hold it ...
+SIDE_AGREEMENT = 0.9
+#: ... and at least this many cases hold it.
+SIDE_MIN_CASES = 3
+
+_AXES = "ijk"
+
+
+def mirror_axes(fingerprint: Fingerprint, dims: int) -> tuple[list[int], str]:
+    """The axes along which mirroring keeps images plausible, and why the others are left out.
+
+    Flipping an image along an axis (augmentation in training, test-time mirroring at
+    inference) teaches the network that the mirrored anatomy carries the same labels.
+    That holds for a structure in the middle (a brain, a prostate) and fails for one that
+    always lies on one side: a flipped abdomen shows the liver where the spleen belongs,
+    and two organs of the same density told apart by their side become one class
+    (TotalSegmentator trains without mirroring for this reason). An axis is left out
+    when some label's centroid (from the fingerprint's ``label_positions``) is
+    :data:`SIDE_OFFSET` or more from the middle, on the same side, in
+    :data:`SIDE_AGREEMENT` of at least :data:`SIDE_MIN_CASES` cases. Fingerprints
+    without positions keep every axis (nnU-Net's default).
+    """
+    kept, dropped = [], []
+    for axis in range(dims):
+        sided = []
+        for number, found in sorted(fingerprint.label_positions.items()):
+            if len(found) < SIDE_MIN_CASES:
+                continue
+            offsets = np.asarray([p[axis] for p in found]) - 0.5
+            median = float(np.median(offsets))
+            agree = float(np.mean(np.sign(offsets) == np.sign(median)))
+            if abs(median) >= SIDE_OFFSET and agree >= SIDE_AGREEMENT:
+                name = fingerprint.labels.get(number, str(number))
+                sided.append(f"{name} at {0.5 + median:.2f} ({agree:.0%} of {len(found)} cases on that side)")
+        if sided:
+            dropped.append(f"{_AXES[axis]}: {', '.join(sided[:3])}{', ...' if len(sided) > 3 else ''}")
+        else:
+            kept.append(axis)
+    if not fingerprint.label_positions:
+        return kept, f"along all {dims} axes (the fingerprint has no label positions to check)"
+    if not dropped:
+        return kept, f"along all {dims} axes: no label lies consistently on one side of the image"
+    return kept, (
+        f"along {kept if kept else 'no axis'}; not along the axes where a label always lies on one side of the image "
+        f"(its centroid as a fraction of the extent; a mirrored image would show it where it never is): "
+        + "; ".join(dropped)
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -58,6 +58,9 @@ class Fingerprint:
         label_voxels: per label, voxels carrying it over all cases.
         label_cases: per label, cases in which it occurs at all.
         num_cases: number of cases.
+        label_positions: per label, one ``(i, j, k)`` per case that holds it: the label's centroid
+            as a fraction of the image's extent along each axis (0.5 is the middle). Empty in
+            fingerprints written before it was measured.
     """
 
     modality: str
@@ -68,6 +71,7 @@ class Fingerprint:
     label_voxels: dict[int, int]
     label_cases: dict[int, int]
     num_cases: int
+    label_positions: dict[int, tuple[tuple[float, float, float], ...]] = field(default_factory=dict)
 
     @property
     def median_spacing(self) -> tuple[float, float, float]:
@@ -105,6 +109,7 @@ class Fingerprint:
             "shapes": [list(s) for s in self.shapes],
             "label_voxels": {str(k): v for k, v in self.label_voxels.items()},
             "label_cases": {str(k): v for k, v in self.label_cases.items()},
+            "label_positions": {str(k): [list(p) for p in v] for k, v in self.label_positions.items()},
         }
 
     @classmethod
@@ -130,6 +135,10 @@ class Fingerprint:
                 label_voxels={int(k): int(v) for k, v in data["label_voxels"].items()},
                 label_cases={int(k): int(v) for k, v in data["label_cases"].items()},
                 num_cases=int(data["num_cases"]),
+                label_positions={
+                    int(k): tuple(tuple(float(x) for x in p) for p in v)  # type: ignore[misc]
+                    for k, v in data.get("label_positions", {}).items()
+                },
             )
         except KeyError as exc:
             raise InputError(f"fingerprint lacks the entry {exc.args[0]!r}") from None
@@ -181,13 +190,17 @@ def compute_fingerprint(
     shapes: list[tuple[int, int, int]] = []
     label_voxels = dict.fromkeys(declared, 0)
     label_cases = dict.fromkeys(declared, 0)
+    positions: dict[int, list[tuple[float, float, float]]] = {number: [] for number in declared}
     index = -1
     for index, (image, label_map) in enumerate(cases):
         _check_case(index, image, label_map, len(channel_names))
         counts = _count_labels(label_map.array[0], index, declared)
+        centroids = _centroids(label_map.array[0], counts.size)
         for number in declared:
             label_voxels[number] += int(counts[number])
             label_cases[number] += int(counts[number] > 0)
+            if counts[number] > 0:
+                positions[number].append(centroids[number])
         foreground = int(counts[1:].sum())
         rng = np.random.default_rng((seed, index))
         ranks = (
@@ -215,6 +228,7 @@ def compute_fingerprint(
         label_voxels=label_voxels,
         label_cases=label_cases,
         num_cases=num_cases,
+        label_positions={number: tuple(found) for number, found in positions.items() if found},
     )
 
 
@@ -226,9 +240,9 @@ def _check_case(index: int, image: Volume, label_map: Volume, channels: int) -> 
     image.geometry.require_same_grid(label_map.geometry, what=f"case {index}: image and label map grids")
 
 
-def _slabs(shape: Sequence[int]) -> Iterable[slice]:
-    """Slices along ``i`` covering about :data:`_SLAB_VOXELS` voxels each."""
-    step = max(1, _SLAB_VOXELS // max(1, int(np.prod(shape[1:]))))
+def _slabs(shape: Sequence[int], *, voxels: int = _SLAB_VOXELS) -> Iterable[slice]:
+    """Slices along ``i`` covering about ``voxels`` voxels each."""
+    step = max(1, voxels // max(1, int(np.prod(shape[1:]))))
     return (slice(start, min(start + step, shape[0])) for start in range(0, shape[0], step))
 
 
@@ -246,6 +260,28 @@ def _count_labels(array: np.ndarray, index: int, declared: Mapping[int, str]) ->
             f"case {index}: the label map holds values {unknown} that are not declared labels {sorted(declared)}"
         )
     return counts
+
+
+def _centroids(array: np.ndarray, size: int) -> dict[int, tuple[float, float, float]]:
+    """Per label value present, its centroid as a fraction of the extent along ``i, j, k`` (slab by slab)."""
+    counts = np.zeros(size, dtype=np.float64)
+    sums = np.zeros((3, size), dtype=np.float64)
+    for part in _slabs(array.shape, voxels=_SLAB_VOXELS // 8):  # weights are 8 bytes a voxel
+        block = array[part]
+        values = block.ravel()
+        counts += np.bincount(values, minlength=size)
+        for axis in range(3):
+            index = np.arange(block.shape[axis], dtype=np.float64) + (part.start if axis == 0 else 0)
+            shape = [1, 1, 1]
+            shape[axis] = -1
+            weights = np.broadcast_to(index.reshape(shape), block.shape).ravel()
+            sums[axis] += np.bincount(values, weights=weights, minlength=size)
+    extent = np.asarray(array.shape, dtype=np.float64)[:, None]
+    fractions = (sums / np.maximum(counts, 1) + 0.5) / extent
+    return {
+        int(v): tuple(round(float(fractions[a, v]), 4) for a in range(3))  # type: ignore[misc]
+        for v in np.flatnonzero(counts)
+    }
 
 
 def _foreground_values(image: np.ndarray, labels: np.ndarray, ranks: np.ndarray | None) -> np.ndarray:

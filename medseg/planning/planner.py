@@ -50,6 +50,7 @@ from medseg.planning.context import (
     Coverage,
     coarser_spacing,
     coverage,
+    mirror_axes,
     smallest_label,
 )
 from medseg.planning.fingerprint import ChannelStats, Fingerprint
@@ -203,15 +204,16 @@ def plan_pipeline(
     )
     comments["labels"] = _label_summary(fingerprint)
 
-    axes = list(range(dims))
+    axes, mirror_reason = mirror_axes(fingerprint, dims)
     epochs, comments["training.epochs"] = _epochs(epochs, fit, batch, budget, in_channels, num_classes)
     comments["training.optimizer"] = "nnU-Net's: SGD, Nesterov momentum 0.99, learning rate 0.01 decayed by 'poly'"
     comments["training.foreground_oversampling"] = "a third of the patches are centred on a foreground voxel"
     comments["training.augmentation"] = (
-        f"the schema's defaults (rotation, scaling, noise, brightness, contrast, gamma); flips along all {dims} axes"
+        f"the schema's defaults (rotation, scaling, noise, brightness, contrast, gamma); flips {mirror_reason}"
     )
     comments["inference.mirror_axes"] = (
-        f"test-time augmentation: average {2**dims} predictions mirrored along axes {axes}"
+        f"test-time augmentation: average {2 ** len(axes)} predictions mirrored along axes {axes}, the axes flipped "
+        f"in training"
     )
     comments["inference.overlap"] = "sliding windows overlap by half a patch (nnU-Net's)"
     if budget.on_cpu:

@@ -186,3 +186,21 @@ def test_one_large_case_is_fast_and_light():
     assert fp.channels[0].mean == 40.0
     assert peak < labels.nbytes / 4  # the label map alone is 52 MB; a small fraction is allocated on top
     assert time.perf_counter() - start < 5.0
+
+
+def test_label_positions_are_centroids_as_fractions_of_the_extent():
+    shape = (40, 30, 20)
+    geometry = Geometry.from_spacing(shape, (1.0, 1.0, 2.0))
+    image = Volume(np.zeros(shape, dtype=np.int16), geometry)
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[0:10, 0:30, 0:20] = 1  # centroid at i = 5 of 40 voxels: (4.5 + 0.5) / 40
+    labels[30:40, 12:18, 15:20] = 2
+    label_map = Volume(labels, geometry, kind=VolumeKind.LABEL)
+    fp = compute_fingerprint([(image, label_map)] * 2, modality="CT", channel_names=["CT"], labels={1: "a", 2: "b", 3: "c"})
+    assert fp.label_positions[1] == ((0.125, 0.5, 0.5),) * 2
+    assert fp.label_positions[2] == ((0.875, 0.5, 0.875),) * 2
+    assert 3 not in fp.label_positions
+    back = Fingerprint.from_dict(json.loads(json.dumps(fp.to_dict())))
+    assert back == fp
+    old = {k: v for k, v in fp.to_dict().items() if k != "label_positions"}  # written before positions
+    assert Fingerprint.from_dict(old).label_positions == {}

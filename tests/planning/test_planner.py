@@ -62,7 +62,10 @@ def _consistent(pipeline, fp: Fingerprint, memory_gb: float, *, base_filters: in
     assert pipeline_memory_gb(with_two) <= memory_gb
     if training.batch_size > 2:
         assert pipeline_memory_gb(pipeline) <= memory_gb
-    assert pipeline.inference.mirror_axes == training.augmentation.flip_axes == list(range(dims))
+    assert pipeline.inference.mirror_axes == training.augmentation.flip_axes
+    assert set(training.augmentation.flip_axes) <= set(range(dims))
+    if not fp.label_positions:
+        assert training.augmentation.flip_axes == list(range(dims))
     text = dump_pipeline(pipeline)
     assert parse_pipeline(text) == pipeline
 
@@ -456,3 +459,30 @@ def test_phantoms_are_not_coarsened_on_a_cpu(phantom_fingerprint):
     pipeline, comments = plan_pipeline(phantom_fingerprint, name="p", memory_gb=2.0, device="cpu")
     assert pipeline.preprocessing.spacing == choose_spacing(phantom_fingerprint).spacing
     assert "context before resolution" not in comments["preprocessing.spacing"]
+
+
+def with_positions(fp: Fingerprint, positions: dict[int, list[tuple[float, float, float]]]) -> Fingerprint:
+    return dataclasses.replace(fp, label_positions={k: tuple(v) for k, v in positions.items()})
+
+
+def test_no_mirroring_along_an_axis_where_a_label_always_lies_on_one_side():
+    """Liver left of the middle along i in every case: mirroring along i would put it where the spleen is."""
+    fp = abdomen((2.0, 2.0, 3.0), (168, 168, 68))
+    lateral = with_positions(
+        fp,
+        {
+            1: [(0.30 + 0.01 * c, 0.52, 0.5) for c in range(10)],  # liver: one side along i
+            2: [(0.72, 0.48 + 0.01 * c, 0.5) for c in range(10)],  # spleen: the other
+            3: [(0.5 + (-1) ** c * 0.2, 0.55, 0.45) for c in range(10)],  # kidneys: both sides, centred overall
+        },
+    )
+    pipeline, comments = plan_pipeline(lateral, name="ct", memory_gb=2.0, device="cpu")
+    assert pipeline.training.augmentation.flip_axes == pipeline.inference.mirror_axes == [1, 2]
+    text = " ".join(comments["training.augmentation"].split())
+    assert "i: liver at 0.34 (100% of 10 cases on that side), spleen at 0.72" in text
+    centred = with_positions(fp, {1: [(0.5 + (-1) ** c * 0.1, 0.5, 0.5) for c in range(10)]})
+    pipeline, comments = plan_pipeline(centred, name="ct", memory_gb=2.0, device="cpu")
+    assert pipeline.training.augmentation.flip_axes == [0, 1, 2]
+    assert "no label lies consistently on one side" in " ".join(comments["training.augmentation"].split())
+    few = with_positions(fp, {1: [(0.1, 0.1, 0.1)] * 2})  # two cases are too few to tell
+    assert plan_pipeline(few, name="ct", device="cpu")[0].training.augmentation.flip_axes == [0, 1, 2]
