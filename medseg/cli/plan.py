@@ -46,6 +46,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="CPU threads training will use, for --device cpu (default: torch's, i.e. the cores or OMP_NUM_THREADS)",
     )
+    parser.add_argument(
+        "--cpu-speed",
+        type=float,
+        default=None,
+        metavar="FACTOR",
+        help="for --device cpu: this machine's training-step time over the planner's reference (2.0: twice as "
+        "slow); default: measured in a few seconds. Give it to plan for another machine, or reproducibly",
+    )
     parser.add_argument("--dimensions", choices=("auto", "2", "3"), default="auto", help="force a 2D or 3D network")
     parser.add_argument(
         "--epochs", type=int, default=None, help="training epochs to plan for (default: 1000 on a GPU, ~8 h on a CPU)"
@@ -69,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--epochs must be at least 1, got {args.epochs}")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+    if args.cpu_speed is not None and not args.cpu_speed > 0:
+        raise ConfigError(f"--cpu-speed must be a positive factor, got {args.cpu_speed}")
     dimensions = args.dimensions if args.dimensions == "auto" else int(args.dimensions)
     with progress_bar(not args.quiet) as progress:
         plan = plan_dataset(
@@ -79,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
             name=args.name,
             device=args.device,
             cpu_threads=args.threads,
+            cpu_speed=args.cpu_speed,
             progress=progress,
         )
     pipeline, fingerprint = plan.pipeline, plan.fingerprint

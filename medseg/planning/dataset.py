@@ -12,6 +12,7 @@ from typing import Literal
 from medseg.config.schema import Pipeline
 from medseg.datasets import Dataset, check_dataset, infer_labels, load_case, open_dataset, require_valid
 from medseg.errors import ConfigError
+from medseg.planning.calibrate import measure_cpu_speed
 from medseg.planning.fingerprint import Fingerprint, compute_fingerprint
 from medseg.planning.planner import plan_pipeline
 from medseg.volume import Volume
@@ -94,6 +95,7 @@ def plan_dataset(
     name: str | None = None,
     device: Literal["auto", "cuda", "cpu"] = "auto",
     cpu_threads: int | None = None,
+    cpu_speed: float | None = None,
     progress: Progress | None = None,
 ) -> Plan:
     """Open the dataset at ``path``, refuse it if any case has errors, and plan its pipeline.
@@ -109,6 +111,8 @@ def plan_dataset(
             :func:`medseg.planning.plan_pipeline`), or ``"auto"``: ``"cuda"`` when torch
             sees a CUDA GPU, else ``"cpu"``.
         cpu_threads: threads a CPU run will use; default ``torch.get_num_threads()``.
+        cpu_speed: for a CPU plan, this machine's training-step time over the formula's;
+            default: measured (:func:`medseg.planning.calibrate.measure_cpu_speed`, a few seconds).
         progress: ``(stage, done, total)`` for the ``check`` and ``fingerprint`` stages.
 
     Raises:
@@ -141,6 +145,9 @@ def plan_dataset(
         labels=labels,
         progress=_stage(progress, "fingerprint"),
     )
+    if target == "cpu" and cpu_speed is None:
+        cpu_speed = measure_cpu_speed(threads)
+        log.info("this machine takes %gx the reference time for a training step on %d thread(s)", cpu_speed, threads)
     pipeline, comments = plan_pipeline(
         fingerprint,
         name=name or dataset.name,
@@ -149,6 +156,7 @@ def plan_dataset(
         epochs=epochs,
         device=target,
         cpu_threads=threads,
+        cpu_speed=cpu_speed if cpu_speed is not None else 1.0,
     )
     return Plan(
         dataset=dataset,

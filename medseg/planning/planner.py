@@ -82,12 +82,17 @@ MAX_HEADS = 2
 #: nnU-Net's training budget.
 DEFAULT_EPOCHS = 1000
 ITERATIONS_PER_EPOCH = 250
+#: On a CPU, shorter epochs: a time-limited run of minutes then still anneals its learning rate
+#: in fine steps, may validate between epochs, and loses less to an interruption.
+CPU_ITERATIONS_PER_EPOCH = 100
 #: On a CPU: filters of the first level, and their cap (a quarter of the work per voxel of nnU-Net's 32).
 CPU_BASE_FILTERS = 16
 CPU_MAX_FILTERS = {2: 256, 3: 128}
 #: On a CPU: the estimated time of one training step (s, data loading excluded) the network and patch must fit,
 #: so that a 10-minute run takes about two thousand steps.
 CPU_STEP_SECONDS = 0.25
+#: On a CPU: AdamW's learning rate (nnU-Net's SGD needs far more steps than a CPU run takes).
+CPU_LEARNING_RATE = 1e-3
 #: On a CPU: the epochs planned are those that take about this long at the estimated step time.
 CPU_TRAINING_HOURS = 8.0
 
@@ -101,6 +106,7 @@ class _Budget:
     memory_gb: float
     device: Device
     threads: int
+    speed: float = 1.0  # this machine's step time over the formula's (medseg.planning.calibrate)
 
     @property
     def on_cpu(self) -> bool:
@@ -110,12 +116,23 @@ class _Budget:
     def base_filters(self) -> int:
         return CPU_BASE_FILTERS if self.on_cpu else BASE_FILTERS
 
+    @property
+    def iterations_per_epoch(self) -> int:
+        return CPU_ITERATIONS_PER_EPOCH if self.on_cpu else ITERATIONS_PER_EPOCH
+
     def max_filters(self, dims: int) -> int:
         return (CPU_MAX_FILTERS if self.on_cpu else MAX_FILTERS)[dims]
 
     @property
     def where(self) -> str:
         return f"{self.threads} CPU thread{'s' if self.threads > 1 else ''}"
+
+    def seconds(self, network: Network, patch: Sequence[int], batch: int, in_channels: int, classes: int) -> float:
+        """The step time on this machine: the formula's, times the measured speed."""
+        estimate = estimate_step_seconds(
+            network, patch, batch_size=batch, in_channels=in_channels, num_classes=classes, threads=self.threads
+        )
+        return self.speed * estimate
 
 
 @dataclass(frozen=True)
@@ -140,6 +157,7 @@ def plan_pipeline(
     epochs: int | None = None,
     device: Device = "cuda",
     cpu_threads: int = 2,
+    cpu_speed: float = 1.0,
 ) -> tuple[Pipeline, dict[str, str]]:
     """A validated pipeline for the fingerprinted dataset, and why each value was chosen.
 
@@ -155,6 +173,9 @@ def plan_pipeline(
             ``"cpu"`` (a narrower network and a patch whose training step fits
             :data:`CPU_STEP_SECONDS` on ``cpu_threads`` threads).
         cpu_threads: the threads a CPU training run will use (ignored for ``"cuda"``).
+        cpu_speed: the training machine's step time over the formula's, as
+            :func:`medseg.planning.calibrate.measure_cpu_speed` measures it (2.0: twice as
+            slow as the machine the formula was fitted on); multiplies every CPU estimate.
 
     Returns:
         The pipeline and the comments to write above its keys, keyed by dotted
@@ -169,6 +190,8 @@ def plan_pipeline(
         raise ConfigError(f"device must be 'cuda' or 'cpu', got {device!r}")
     if isinstance(cpu_threads, bool) or not isinstance(cpu_threads, int) or cpu_threads < 1:
         raise ConfigError(f"cpu_threads must be a positive whole number, got {cpu_threads!r}")
+    if isinstance(cpu_speed, bool) or not isinstance(cpu_speed, (int, float)) or not 0 < cpu_speed < math.inf:
+        raise ConfigError(f"cpu_speed must be a positive number, got {cpu_speed!r}")
     if isinstance(memory_gb, bool) or not isinstance(memory_gb, (int, float)) or not 0 < memory_gb < math.inf:
         raise ConfigError(f"memory_gb must be a positive number of GiB, got {memory_gb!r}")
     if dimensions not in ("auto", 2, 3):
@@ -184,7 +207,7 @@ def plan_pipeline(
     comments["network.dimensions"] = dims_choice.reason
 
     in_channels, num_classes = len(fingerprint.channels), max(fingerprint.labels) + 1
-    budget = _Budget(memory_gb=memory_gb, device=device, threads=cpu_threads)
+    budget = _Budget(memory_gb=memory_gb, device=device, threads=cpu_threads, speed=float(cpu_speed))
     resolution = _choose_resolution(fingerprint, full_spacing, dims, budget, in_channels, num_classes)
     spacing, fit, median_shape = resolution.spacing, resolution.fit, resolution.median_shape
     comments["preprocessing.spacing"] = spacing_choice.reason + (f"; {resolution.reason}" if resolution.reason else "")
@@ -206,7 +229,7 @@ def plan_pipeline(
 
     axes, mirror_reason = mirror_axes(fingerprint, dims)
     epochs, comments["training.epochs"] = _epochs(epochs, fit, batch, budget, in_channels, num_classes)
-    comments["training.optimizer"] = "nnU-Net's: SGD, Nesterov momentum 0.99, learning rate 0.01 decayed by 'poly'"
+    optimizer, comments["training.optimizer"] = _optimizer(budget)
     comments["training.foreground_oversampling"] = "a third of the patches are centred on a foreground voxel"
     comments["training.augmentation"] = (
         f"the schema's defaults (rotation, scaling, noise, brightness, contrast, gamma); flips {mirror_reason}"
@@ -217,9 +240,14 @@ def plan_pipeline(
     )
     comments["inference.overlap"] = "sliding windows overlap by half a patch (nnU-Net's)"
     if budget.on_cpu:
+        measured = (
+            f", this machine measured at {budget.speed:g}x the formula's reference step time"
+            if budget.speed != 1.0
+            else ""
+        )
         comments["training.planned_step_seconds"] = (
-            f"the step time estimated for {budget.where} (data loading excluded); training reports it when the "
-            f"real one differs by more than 30%"
+            f"the step time estimated for {budget.where}{measured} (data loading excluded); training reports it "
+            f"when the real one differs by more than 30%"
         )
         comments["training.validation_share"] = (
             "under --time-limit, at most this share of the wall time validates (half of it kept for a closing "
@@ -242,8 +270,8 @@ def plan_pipeline(
                 patch_size=list(fit.patch),
                 batch_size=batch,
                 epochs=epochs,
-                iterations_per_epoch=ITERATIONS_PER_EPOCH,
-                optimizer=Optimizer(name="sgd", learning_rate=0.01, weight_decay=3e-5, momentum=0.99, nesterov=True),
+                iterations_per_epoch=budget.iterations_per_epoch,
+                optimizer=optimizer,
                 schedule="poly",
                 foreground_oversampling=0.33,
                 augmentation=Augmentation(flip_axes=axes),
@@ -374,7 +402,8 @@ def _mm(values: Sequence[float]) -> str:
 
 def _target(budget: _Budget) -> str:
     if budget.on_cpu:
-        return f"a CPU ({budget.where}, {CPU_STEP_SECONDS:g} s per step) and {budget.memory_gb:g} GiB"
+        speed = f", {budget.speed:g}x the reference step time" if budget.speed != 1.0 else ""
+        return f"a CPU ({budget.where}{speed}, {CPU_STEP_SECONDS:g} s per step) and {budget.memory_gb:g} GiB"
     return f"{budget.memory_gb:g} GiB"
 
 
@@ -430,14 +459,7 @@ def _fit_patch(
         )
         seconds = None
         if budget.on_cpu:
-            seconds = estimate_step_seconds(
-                network,
-                patch,
-                batch_size=MIN_BATCH,
-                in_channels=in_channels,
-                num_classes=num_classes,
-                threads=budget.threads,
-            )
+            seconds = budget.seconds(network, patch, MIN_BATCH, in_channels, num_classes)
             start_seconds = seconds if start_seconds is None else start_seconds
         fits_time = seconds is None or seconds <= CPU_STEP_SECONDS
         if need <= budget.memory_gb and fits_time:
@@ -515,15 +537,21 @@ def _batch_size(
     return batch, reason
 
 
-def _step_seconds(fit: _PatchFit, batch: int, budget: _Budget, in_channels: int, num_classes: int) -> float:
-    return estimate_step_seconds(
-        fit.network,
-        fit.patch,
-        batch_size=batch,
-        in_channels=in_channels,
-        num_classes=num_classes,
-        threads=budget.threads,
+def _optimizer(budget: _Budget) -> tuple[Optimizer, str]:
+    """nnU-Net's SGD on a GPU; AdamW on a CPU, where a run is hundreds to a few thousand steps."""
+    if not budget.on_cpu:
+        sgd = Optimizer(name="sgd", learning_rate=0.01, weight_decay=3e-5, momentum=0.99, nesterov=True)
+        return sgd, "nnU-Net's: SGD, Nesterov momentum 0.99, learning rate 0.01 decayed by 'poly'"
+    adamw = Optimizer(name="adamw", learning_rate=CPU_LEARNING_RATE, weight_decay=3e-5)
+    return adamw, (
+        f"planned for a CPU: AdamW, learning rate {CPU_LEARNING_RATE:g} decayed by 'poly'. nnU-Net's SGD (momentum "
+        f"0.99) is tuned for 250,000 steps; a CPU run takes hundreds to a few thousand, where AdamW learns much "
+        f"faster (a 168 x 168 x 68 CT, 4 CPU minutes: validation Dice 0.73 against SGD's 0.50 after 10)"
     )
+
+
+def _step_seconds(fit: _PatchFit, batch: int, budget: _Budget, in_channels: int, num_classes: int) -> float:
+    return budget.seconds(fit.network, fit.patch, batch, in_channels, num_classes)
 
 
 def _epochs(
@@ -536,16 +564,18 @@ def _epochs(
         epochs, reason = DEFAULT_EPOCHS, "nnU-Net's budget"
     else:
         step = _step_seconds(fit, batch, budget, in_channels, num_classes)
-        epoch_hours = ITERATIONS_PER_EPOCH * step / 3600
-        epochs = max(1, min(DEFAULT_EPOCHS, round(CPU_TRAINING_HOURS / epoch_hours)))
+        epoch_hours = budget.iterations_per_epoch * step / 3600
+        nnunet_steps = DEFAULT_EPOCHS * ITERATIONS_PER_EPOCH
+        most = nnunet_steps // budget.iterations_per_epoch
+        epochs = max(1, min(most, round(CPU_TRAINING_HOURS / epoch_hours)))
         reason = (
             f"planned for a CPU: about {epochs * epoch_hours:.1f} h at the estimated {step:.2f} s per step "
-            f"(nnU-Net's {DEFAULT_EPOCHS} epochs would take {DEFAULT_EPOCHS * epoch_hours:.0f} h); "
+            f"(nnU-Net's {nnunet_steps:,} steps would take {nnunet_steps * step / 3600:.0f} h); "
             f"`medseg train --time-limit` stops sooner and exports the best epoch"
         )
     return epochs, (
-        f"{reason}: {epochs} epochs x {ITERATIONS_PER_EPOCH} iterations = "
-        f"{epochs * ITERATIONS_PER_EPOCH:,} steps of {batch} patches"
+        f"{reason}: {epochs} epochs x {budget.iterations_per_epoch} iterations = "
+        f"{epochs * budget.iterations_per_epoch:,} steps of {batch} patches"
     )
 
 

@@ -83,7 +83,8 @@ def test_plan_for_a_cpu_says_so_and_fits_a_step_budget(phantoms, tmp_path, capsy
     from medseg.planning.planner import CPU_STEP_SECONDS
 
     output = tmp_path / "cpu.yaml"
-    assert main(["plan", str(phantoms), "--device", "cpu", "--threads", "2", "--output", str(output)]) == 0
+    command = ["plan", str(phantoms), "--device", "cpu", "--threads", "2", "--cpu-speed", "1", "--output", str(output)]
+    assert main(command) == 0
     assert "to train on a CPU (2 threads)" in capsys.readouterr().err
     text = output.read_text()
     assert text.startswith("# Pipeline planned by `medseg plan`") and "# Planned for a CPU (2 threads)" in text
@@ -99,7 +100,7 @@ def test_plan_for_a_cpu_says_so_and_fits_a_step_budget(phantoms, tmp_path, capsy
 def test_more_threads_plan_a_larger_cpu_patch(phantoms, capsys):
     sizes = []
     for threads in ("1", "8"):
-        assert main(["-q", "plan", str(phantoms), "--device", "cpu", "--threads", threads]) == 0
+        assert main(["-q", "plan", str(phantoms), "--device", "cpu", "--threads", threads, "--cpu-speed", "1"]) == 0
         patch = parse_pipeline(capsys.readouterr().out).training.patch_size
         sizes.append(patch[0] * patch[1] * patch[2])
     assert sizes[0] < sizes[1]
@@ -108,3 +109,33 @@ def test_more_threads_plan_a_larger_cpu_patch(phantoms, capsys):
 def test_bad_threads_are_a_usage_error(phantoms, capsys):
     assert main(["-q", "plan", str(phantoms), "--device", "cpu", "--threads", "0"]) == 2
     assert "--threads" in capsys.readouterr().err
+    assert main(["-q", "plan", str(phantoms), "--device", "cpu", "--cpu-speed", "0"]) == 2
+    assert "--cpu-speed must be a positive factor" in capsys.readouterr().err
+
+
+def test_a_slower_machine_plans_a_cheaper_step_and_says_so(phantoms, capsys):
+    """The step budget is on the machine that trains: twice as slow, about half the work per step."""
+    from medseg.planning import pipeline_step_seconds
+
+    plans = {}
+    for speed in ("1", "2"):
+        assert main(["-q", "plan", str(phantoms), "--device", "cpu", "--threads", "2", "--cpu-speed", speed]) == 0
+        text = capsys.readouterr().out
+        plans[speed] = (parse_pipeline(text), text)
+    fast, slow = plans["1"][0], plans["2"][0]
+    assert pipeline_step_seconds(slow, threads=2) < pipeline_step_seconds(fast, threads=2)
+    assert slow.training.planned_step_seconds == pytest.approx(2 * pipeline_step_seconds(slow, threads=2), rel=0.01)
+    assert "this machine measured at 2x the formula's reference step time" in " ".join(plans["2"][1].split())
+
+
+@pytest.mark.slow
+def test_plan_measures_the_machine_by_default(phantoms, capsys):
+    from medseg.planning.calibrate import measure_cpu_speed
+
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    speed = measure_cpu_speed(1)
+    assert 0.1 <= speed < 20 and torch.get_num_threads() == threads  # threads restored
+    assert main(["-q", "plan", str(phantoms), "--device", "cpu", "--threads", "1"]) == 0
+    pipeline = parse_pipeline(capsys.readouterr().out)
+    assert pipeline.training.planned_step_seconds is not None

@@ -355,7 +355,8 @@ def test_cpu_epochs_are_a_nights_run_unless_given(phantom_fingerprint):
     pipeline, comments = plan_pipeline(phantom_fingerprint, name="p", device="cpu")
     training = pipeline.training
     hours = training.epochs * training.iterations_per_epoch * pipeline_step_seconds(pipeline, threads=2) / 3600
-    assert training.epochs < 1000 and hours == pytest.approx(CPU_TRAINING_HOURS, rel=0.01)
+    assert training.epochs * training.iterations_per_epoch < 250_000
+    assert hours == pytest.approx(CPU_TRAINING_HOURS, rel=0.01)
     assert "--time-limit" in comments["training.epochs"] and f"{training.epochs} epochs" in comments["training.epochs"]
     given, given_comments = plan_pipeline(phantom_fingerprint, name="p", device="cpu", epochs=40)
     assert given.training.epochs == 40 and given_comments["training.epochs"].startswith("as requested")
@@ -381,7 +382,13 @@ def test_memory_still_binds_on_a_cpu():
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"device": "gpu"}, "device"), ({"device": "auto"}, "device"), ({"cpu_threads": 0}, "cpu_threads")],
+    [
+        ({"device": "gpu"}, "device"),
+        ({"device": "auto"}, "device"),
+        ({"cpu_threads": 0}, "cpu_threads"),
+        ({"cpu_speed": 0}, "cpu_speed"),
+        ({"cpu_speed": float("nan")}, "cpu_speed"),
+    ],
 )
 def test_bad_device_options_are_refused(options, message):
     with pytest.raises(ConfigError, match=message):
@@ -486,3 +493,23 @@ def test_no_mirroring_along_an_axis_where_a_label_always_lies_on_one_side():
     assert "no label lies consistently on one side" in " ".join(comments["training.augmentation"].split())
     few = with_positions(fp, {1: [(0.1, 0.1, 0.1)] * 2})  # two cases are too few to tell
     assert plan_pipeline(few, name="ct", device="cpu")[0].training.augmentation.flip_axes == [0, 1, 2]
+
+
+def test_cpu_plans_use_adamw_and_short_epochs_and_gpu_plans_nnuNets_sgd(phantom_fingerprint):
+    cpu, comments = plan_pipeline(phantom_fingerprint, name="p", device="cpu")
+    assert cpu.training.optimizer.name == "adamw" and cpu.training.optimizer.learning_rate == 1e-3
+    assert cpu.training.iterations_per_epoch == 100 and "AdamW" in comments["training.optimizer"]
+    gpu, _ = plan_pipeline(phantom_fingerprint, name="p", device="cuda")
+    assert gpu.training.optimizer.name == "sgd" and gpu.training.optimizer.momentum == 0.99
+    assert gpu.training.iterations_per_epoch == 250 and gpu.training.epochs == 1000
+
+
+def test_a_slower_machine_gets_a_cheaper_step():
+    fp = abdomen((2.0, 2.0, 3.0), (168, 168, 68))
+    reference, _ = plan_pipeline(fp, name="ct", memory_gb=2.0, device="cpu", cpu_speed=1.0)
+    slower, comments = plan_pipeline(fp, name="ct", memory_gb=2.0, device="cpu", cpu_speed=2.5)
+    assert pipeline_step_seconds(slower, threads=2) * 2.5 <= CPU_STEP_SECONDS
+    assert pipeline_step_seconds(slower, threads=2) < pipeline_step_seconds(reference, threads=2)
+    assert min(slower.preprocessing.spacing) >= min(reference.preprocessing.spacing)  # context is kept
+    assert "2.5x the reference step time" in slower.description
+    assert slower.training.planned_step_seconds == pytest.approx(2.5 * pipeline_step_seconds(slower, threads=2), 0.01)
