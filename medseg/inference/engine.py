@@ -42,7 +42,7 @@ from medseg.config.schema import Pipeline
 from medseg.errors import ConfigError, GeometryError, InputError
 from medseg.geometry import Geometry
 from medseg.inference.postprocess import postprocess
-from medseg.inference.window import Progress, ScoreBand, SlidingWindow
+from medseg.inference.window import Progress, ScoreBand, SlidingWindow, cpu_window_batch
 from medseg.transforms.prepare import prepare_case
 from medseg.transforms.resample import index_mapping, resample
 from medseg.volume import Segment, Volume, VolumeKind
@@ -68,7 +68,8 @@ class InferenceSettings:
     Attributes:
         overlap: window overlap, ``0 <= overlap < 1``; default: the pipeline's on CUDA,
             at most :data:`CPU_OVERLAP` on the CPU.
-        batch_size: windows per forward pass; default: the pipeline's.
+        batch_size: windows per forward pass; default: the pipeline's, on the CPU raised
+            for small windows (:func:`medseg.inference.window.cpu_window_batch`).
         tta: mirror test-time augmentation over the pipeline's ``mirror_axes``; default:
             on for CUDA, off on the CPU.
         postprocess: apply the pipeline's post-processing.
@@ -143,7 +144,9 @@ class Segmenter:
             self.overlap = float(settings.overlap)
         else:
             self.overlap = inference.overlap if on_cuda else min(inference.overlap, CPU_OVERLAP)
-        self.batch_size = settings.batch_size or inference.batch_size
+        self.batch_size = settings.batch_size or (
+            inference.batch_size if on_cuda else cpu_window_batch(pipeline.training.patch_size, inference.batch_size)
+        )
         tta = settings.tta if settings.tta is not None else (on_cuda or CPU_TTA)
         self.mirror_axes: tuple[int, ...] = tuple(inference.mirror_axes) if tta else ()
 

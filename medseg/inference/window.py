@@ -41,6 +41,18 @@ SLICES_PER_BATCH = 16
 EMIT_ELEMENTS = 1 << 20
 #: MONAI's default Gaussian width: sigma = 0.125 x window size.
 SIGMA_SCALE = 0.125
+#: On the CPU, a 3D network's forward batch holds windows up to this many voxels in all, and at
+#: most :data:`CPU_MAX_BATCH` of them: small windows one at a time leave the cores idle (a CPU plan's
+#: 32 x 32 x 16 windows: 3.2x faster four at a time, the same scores).
+CPU_BATCH_VOXELS = 64**3
+CPU_MAX_BATCH = 4
+
+
+def cpu_window_batch(roi: Sequence[int], batch_size: int) -> int:
+    """Windows per forward pass on the CPU: ``batch_size``, raised for small 3D windows (see :data:`CPU_BATCH_VOXELS`)."""
+    if len(roi) != 3:
+        return batch_size
+    return max(batch_size, min(CPU_MAX_BATCH, CPU_BATCH_VOXELS // max(1, math.prod(int(r) for r in roi))))
 
 
 @dataclass(frozen=True)

@@ -325,7 +325,8 @@ class Trainer:
         deadline = self.settings.deadline
         if deadline is None or not self.validation_cases:
             return None
-        windows = [window_count(case.image.shape[1:], self.pipeline) for case in self.validation_cases]
+        device = self.settings.device
+        windows = [window_count(case.image.shape[1:], self.pipeline, device=device) for case in self.validation_cases]
         seconds_per_window = time_window(self.model, self.pipeline, device=self.settings.device)
         seconds_per_window = float(self.group.broadcast(seconds_per_window))
         return ValidationBudget(

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from medseg.config.schema import Pipeline
-from medseg.inference.window import SLICES_PER_BATCH, SlidingWindow, plan_windows
+from medseg.inference.window import SLICES_PER_BATCH, SlidingWindow, cpu_window_batch, plan_windows
 from medseg.training.devices import autocast
 
 
@@ -41,16 +41,21 @@ def predict_logits(
     The network must be in eval mode. On CUDA the forward passes run under autocast.
     ``overlap`` replaces the pipeline's ``inference.overlap``.
     """
-    settings = pipeline.inference
     window = SlidingWindow(
         network,
         roi=pipeline.training.patch_size,
-        overlap=settings.overlap if overlap is None else overlap,
-        batch_size=settings.batch_size,
+        overlap=pipeline.inference.overlap if overlap is None else overlap,
+        batch_size=window_batch(pipeline, device),
         device=device,
         accumulate_on=torch.device("cpu"),
     )
     return window.logits(np.asarray(image, dtype=np.float32))
+
+
+def window_batch(pipeline: Pipeline, device: torch.device) -> int:
+    """Windows per forward pass: the pipeline's, on the CPU raised for small windows (as ``medseg predict``)."""
+    batch = pipeline.inference.batch_size
+    return batch if device.type == "cuda" else cpu_window_batch(pipeline.training.patch_size, batch)
 
 
 def validation_overlap(overlap: float) -> float:
@@ -58,14 +63,17 @@ def validation_overlap(overlap: float) -> float:
     return min(overlap, TIME_LIMITED_OVERLAP)
 
 
-def window_count(shape: Sequence[int], pipeline: Pipeline, *, overlap: float | None = None) -> int:
-    """The forward passes (of ``inference.batch_size`` windows) a validation of an image of ``shape`` runs."""
+def window_count(
+    shape: Sequence[int], pipeline: Pipeline, *, overlap: float | None = None, device: torch.device | None = None
+) -> int:
+    """The forward passes (of :func:`window_batch` windows) a validation of an image of ``shape`` runs."""
     patch = list(pipeline.training.patch_size)
     roi = patch if len(patch) == 3 else [*patch, 1]
     if overlap is None:
         overlap = validation_overlap(pipeline.inference.overlap)
     windows = plan_windows(shape, roi, overlap).count
-    per_pass = pipeline.inference.batch_size * (SLICES_PER_BATCH if len(patch) == 2 else 1)
+    batch = window_batch(pipeline, device or torch.device("cpu"))
+    per_pass = batch * (SLICES_PER_BATCH if len(patch) == 2 else 1)
     return math.ceil(windows / per_pass)
 
 
@@ -77,7 +85,7 @@ def time_window(network: torch.nn.Module, pipeline: Pipeline, *, device: torch.d
     instance normalisation keeps no running statistics, so nothing it learns changes.
     """
     patch = list(pipeline.training.patch_size)
-    batch = pipeline.inference.batch_size * (SLICES_PER_BATCH if len(patch) == 2 else 1)
+    batch = window_batch(pipeline, device) * (SLICES_PER_BATCH if len(patch) == 2 else 1)
     channels = len(pipeline.preprocessing.channels)
     window = torch.zeros(batch, channels, *patch, device=device)
     was_training = network.training

@@ -16,6 +16,7 @@ from medseg.config import parse_pipeline
 from medseg.errors import ConfigError, InputError
 from medseg.inference.engine import CPU_OVERLAP, InferenceSettings, Segmenter, segments_of
 from medseg.inference.postprocess import postprocess
+from medseg.inference.window import cpu_window_batch
 from medseg.models import build_network
 from medseg.synthetic import make_phantom
 from medseg.training.model_folder import export_model_folder
@@ -166,7 +167,13 @@ def test_postprocessing_from_the_pipeline_is_applied_on_the_scan_grid():
 def test_settings_defaults_on_the_cpu_and_overrides():
     pipeline = make_pipeline()
     default = make_segmenter(pipeline)
-    assert default.overlap == min(0.5, CPU_OVERLAP) and default.mirror_axes == () and default.batch_size == 1
+    # 32 x 32 x 16 windows run four at a time on the CPU (three times as fast there, the same scores).
+    assert default.overlap == min(0.5, CPU_OVERLAP) and default.mirror_axes == () and default.batch_size == 4
+    image = np.random.default_rng(0).normal(size=(1, 70, 50, 30)).astype(np.float32)
+    one_by_one = make_segmenter(pipeline, batch_size=1).window().logits(image)
+    assert torch.allclose(default.window().logits(image), one_by_one, atol=1e-5)
+    assert cpu_window_batch([128, 128, 64], 1) == 1 and cpu_window_batch([32, 32], 1) == 1
+    assert cpu_window_batch([32, 32, 16], 2) == 4 and cpu_window_batch([32, 32, 16], 8) == 8
     chosen = make_segmenter(pipeline, overlap=0.6, tta=True, batch_size=3)
     assert chosen.overlap == 0.6 and chosen.mirror_axes == (0, 1, 2) and chosen.batch_size == 3
     for bad in ({"overlap": 1.0}, {"overlap": -0.1}, {"batch_size": 0}, {"batch_size": 1.5}):
