@@ -58,9 +58,10 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # medseg from this checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # train_throughput's MONAI recipe
@@ -107,7 +108,7 @@ class StageError(RuntimeError):
 # -- medseg, through its command line -------------------------------------------------------
 
 
-def _medseg(args: Sequence[str], log: Path, env: dict[str, str]) -> float:
+def medseg_cli(args: Sequence[str], log: Path, env: dict[str, str]) -> float:
     """Run ``python -m medseg ARGS`` with its output in ``log``; returns the wall time (s)."""
     command = [sys.executable, "-m", "medseg", *args]
     started = time.monotonic()
@@ -122,7 +123,7 @@ def _medseg(args: Sequence[str], log: Path, env: dict[str, str]) -> float:
     return seconds
 
 
-def _steps_trained(run: Path, iterations_per_epoch: int) -> int:
+def steps_trained(run: Path, iterations_per_epoch: int) -> int:
     """Steps of a ``medseg train`` run: whole epochs from metrics.csv, the last one's from train.log if cut short."""
     with (run / "metrics.csv").open() as f:
         epochs = sum(1 for _ in csv.DictReader(f))
@@ -139,32 +140,38 @@ def run_medseg(dataset: Path, work: Path, *, minutes: float, env: dict[str, str]
     outcome = Outcome("medseg (plan + train)")
     work.mkdir(parents=True, exist_ok=True)
     plan, run, predictions = work / "plan.yaml", work / "run", work / "predictions"
-    seconds = _medseg(["plan", str(dataset), "--device", "cpu", "--output", str(plan)], work / "plan.log", env)
+    seconds = medseg_cli(["plan", str(dataset), "--device", "cpu", "--output", str(plan)], work / "plan.log", env)
     pipeline = load_pipeline(plan)
     log(
         f"medseg plan: {seconds:.0f} s; filters {pipeline.network.filters}, patch {pipeline.training.patch_size}, "
         f"batch {pipeline.training.batch_size} ({plan})"
     )
     train = ["train", str(dataset), "--output", str(run), "--pipeline", str(plan), "--time-limit", f"{minutes:g}"]
-    seconds = _medseg([*train, "--device", "cpu"], work / "train.log", env)
+    seconds = medseg_cli([*train, "--device", "cpu"], work / "train.log", env)
     outcome.train_minutes = seconds / 60
-    outcome.steps = _steps_trained(run, pipeline.training.iterations_per_epoch)
+    outcome.steps = steps_trained(run, pipeline.training.iterations_per_epoch)
     log(f"medseg train: {seconds / 60:.1f} min, {outcome.steps} steps ({work / 'train.log'})")
     images = sorted(str(p) for p in (dataset / "imagesTs").glob("*_0000.nii.gz"))
     predict = ["predict", "--model", str(run / "model"), *images, "--output", str(predictions), "--device", "cpu"]
-    seconds = _medseg(predict, work / "predict.log", env)
+    seconds = medseg_cli(predict, work / "predict.log", env)
     log(f"medseg predict: {len(images)} case(s) in {seconds:.0f} s")
     outcome.dice = evaluate(predictions, dataset / "labelsTs", work / "evaluation.csv", env)
     return outcome
 
 
-def evaluate(predictions: Path, references: Path, csv_path: Path, env: dict[str, str]) -> dict[str, float]:
-    """``medseg evaluate``; the mean Dice of each label from its JSON summary."""
+def evaluation_summary(predictions: Path, references: Path, csv_path: Path, env: dict[str, str]) -> dict:
+    """``medseg evaluate``; its JSON summary, checked: every reference case scored."""
     command = ["evaluate", str(predictions), str(references), "--output", str(csv_path)]
-    _medseg(command, csv_path.with_suffix(".log"), env)
+    medseg_cli(command, csv_path.with_suffix(".log"), env)
     summary = json.loads(csv_path.with_suffix(".json").read_text())
     if summary.get("failed") or summary.get("unmatched_references"):
         raise StageError(f"{csv_path.with_suffix('.json')}: cases failed or went unscored")
+    return summary
+
+
+def evaluate(predictions: Path, references: Path, csv_path: Path, env: dict[str, str]) -> dict[str, float]:
+    """``medseg evaluate``; the mean Dice of each label from its JSON summary."""
+    summary = evaluation_summary(predictions, references, csv_path, env)
     dice = {}
     for label in summary["labels"]:
         mean = label["metrics"]["dice"]["mean"]
@@ -187,36 +194,55 @@ def median_spacing(images: Sequence[Path]) -> tuple[float, float, float]:
 def train_monai(dataset: Path, *, minutes: float, spacing: Sequence[float], num_classes: int, log):
     """The tutorial's training loop, stopped after ``minutes`` of wall time (caching included)."""
     import torch
-    from monai.data import CacheDataset, DataLoader
-    from monai.losses import DiceCELoss
     from monai.utils import set_determinism
 
-    started = time.monotonic()
-    deadline = started + minutes * 60
     set_determinism(seed=SEED)
     images = sorted((dataset / "imagesTr").glob("*_0000.nii.gz"))
     labels = [dataset / "labelsTr" / p.name.replace("_0000.nii.gz", ".nii.gz") for p in images]
-    data = CacheDataset(
+    return train_recipe(
         monai_files(images, labels),
-        transform=monai_training_transforms(spacing, TUTORIAL_PATCH, TUTORIAL_SAMPLES),
-        cache_rate=1.0,
-        num_workers=0,
-        progress=False,
+        monai_training_transforms(spacing, TUTORIAL_PATCH, TUTORIAL_SAMPLES),
+        build_model=lambda: monai_unet(TUTORIAL_CHANNELS, out_channels=num_classes),
+        optimizer=lambda parameters: torch.optim.Adam(parameters, 1e-4),
+        minutes=minutes,
+        log=log,
     )
+
+
+def train_recipe(
+    files: Sequence[dict],
+    transform,
+    *,
+    build_model: Callable[[], Any],
+    optimizer: Callable[[Any], Any],
+    minutes: float,
+    log,
+):
+    """The tutorial's loop: ``CacheDataset`` of ``files``, batches of 2 items, ``DiceCELoss``, for ``minutes``.
+
+    The clock starts before caching. ``build_model()`` makes the network (after caching) and
+    ``optimizer(parameters)`` its optimiser. Returns the model (last weights), steps and minutes.
+    """
+    from monai.data import CacheDataset, DataLoader
+    from monai.losses import DiceCELoss
+
+    started = time.monotonic()
+    deadline = started + minutes * 60
+    data = CacheDataset(files, transform=transform, cache_rate=1.0, num_workers=0, progress=False)
     loader = DataLoader(data, batch_size=TUTORIAL_BATCH, shuffle=True, num_workers=0)
     log(f"MONAI: cached {len(data)} cases in {time.monotonic() - started:.0f} s")
-    model = monai_unet(TUTORIAL_CHANNELS, out_channels=num_classes)
+    model = build_model()
     criterion = DiceCELoss(to_onehot_y=True, softmax=True)
-    optimizer = torch.optim.Adam(model.parameters(), 1e-4)
+    optimiser = optimizer(model.parameters())
     steps, epochs, last_loss = 0, 0, math.nan
     model.train()
     while time.monotonic() < deadline:
         epochs += 1
         for batch in loader:
-            optimizer.zero_grad()
+            optimiser.zero_grad()
             loss = criterion(model(batch["image"]), batch["label"])
             loss.backward()
-            optimizer.step()
+            optimiser.step()
             steps += 1
             last_loss = float(loss.detach())
             if time.monotonic() >= deadline:
@@ -225,15 +251,28 @@ def train_monai(dataset: Path, *, minutes: float, spacing: Sequence[float], num_
     return model, steps, (time.monotonic() - started) / 60
 
 
-def predict_monai(model, images: Sequence[Path], output: Path, *, spacing: Sequence[float]) -> None:
-    """Sliding-window predictions, inverted back onto each image's grid, as ``<case>.nii.gz`` in ``output``."""
+def predict_monai(
+    model,
+    images: Sequence[Path | Sequence[Path]],
+    output: Path,
+    *,
+    spacing: Sequence[float],
+    patch: Sequence[int] = TUTORIAL_PATCH,
+    preprocessing=None,
+) -> None:
+    """Sliding-window predictions, inverted back onto each image's grid, as ``<case>.nii.gz`` in ``output``.
+
+    An image is one file, or the list of one case's channel files (``<case>_0000``, ``_0001``, ...).
+    ``preprocessing`` (of the "image" key) defaults to the tutorial's at ``spacing``.
+    """
     import nibabel as nib
     import numpy as np
     import torch
     from monai.inferers import sliding_window_inference
     from monai.transforms import AsDiscreted, Compose, Invertd
 
-    preprocessing = monai_preprocessing(spacing, keys=("image",))
+    if preprocessing is None:
+        preprocessing = monai_preprocessing(spacing, keys=("image",))
     post = Compose(
         [
             Invertd(keys="pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True),
@@ -242,10 +281,12 @@ def predict_monai(model, images: Sequence[Path], output: Path, *, spacing: Seque
     )
     output.mkdir(parents=True, exist_ok=True)
     model.eval()
-    for path in images:
-        item = preprocessing({"image": str(path)})
+    for image in images:
+        files = [image] if isinstance(image, (str, Path)) else list(image)
+        path = Path(files[0])
+        item = preprocessing({"image": str(path) if len(files) == 1 else [str(f) for f in files]})
         with torch.no_grad():
-            item["pred"] = sliding_window_inference(item["image"][None], TUTORIAL_PATCH, SW_BATCH, model)[0]
+            item["pred"] = sliding_window_inference(item["image"][None], tuple(patch), SW_BATCH, model)[0]
         labels = np.asarray(post(item)["pred"][0]).astype(np.uint8)
         source = nib.load(str(path))
         if labels.shape != source.shape[:3]:

@@ -121,41 +121,62 @@ def monai_files(images: Sequence[Path], labels: Sequence[Path] | None = None) ->
     return [{"image": str(i), "label": str(lab)} for i, lab in zip(images, labels)]
 
 
-def monai_preprocessing(spacing: Sequence[float], *, keys: Sequence[str] = ("image", "label")):
-    """The spleen tutorial's deterministic transforms, at ``spacing`` mm (the tutorial's is 1.5 x 1.5 x 2)."""
-    from monai.transforms import (
-        Compose,
-        CropForegroundd,
-        EnsureChannelFirstd,
-        LoadImaged,
-        Orientationd,
-        ScaleIntensityRanged,
-        Spacingd,
-    )
+def monai_window(low: float = MONAI_WINDOW[0], high: float = MONAI_WINDOW[1]):
+    """The tutorial's CT intensity transform: ``low``..``high`` HU mapped to [0, 1] and clipped."""
+    from monai.transforms import ScaleIntensityRanged
+
+    return ScaleIntensityRanged(keys=["image"], a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
+
+
+def monai_preprocessing(
+    spacing: Sequence[float],
+    *,
+    keys: Sequence[str] = ("image", "label"),
+    intensity: Sequence[Callable] | None = None,
+    crop_foreground: bool = True,
+):
+    """The spleen tutorial's deterministic transforms, at ``spacing`` mm (the tutorial's is 1.5 x 1.5 x 2).
+
+    Args:
+        spacing: the target voxel size (mm).
+        keys: the items to load ("image" may name one file or a list of channel files).
+        intensity: transforms of the image after loading (default: the tutorial's CT window, :func:`monai_window`).
+        crop_foreground: crop to the image's voxels above 0 after ``intensity`` (the tutorial's ``CropForegroundd``).
+    """
+    from monai.transforms import Compose, CropForegroundd, EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
 
     keys = list(keys)
     modes = ["bilinear" if key == "image" else "nearest" for key in keys]
+    crop = [CropForegroundd(keys=keys, source_key="image", allow_smaller=True)] if crop_foreground else []
     return Compose(
         [
             LoadImaged(keys=keys),
             EnsureChannelFirstd(keys=keys),
-            ScaleIntensityRanged(
-                keys=["image"], a_min=MONAI_WINDOW[0], a_max=MONAI_WINDOW[1], b_min=0.0, b_max=1.0, clip=True
-            ),
-            CropForegroundd(keys=keys, source_key="image", allow_smaller=True),
+            *(intensity if intensity is not None else [monai_window()]),
+            *crop,
             Orientationd(keys=keys, axcodes="RAS"),
             Spacingd(keys=keys, pixdim=tuple(spacing), mode=modes),
         ]
     )
 
 
-def monai_training_transforms(spacing: Sequence[float], patch: Sequence[int], samples: int):
-    """Preprocessing, then (per item, not cached) a pad to the patch and ``samples`` crops, half on foreground."""
+def monai_training_transforms(
+    spacing: Sequence[float],
+    patch: Sequence[int],
+    samples: int,
+    *,
+    intensity: Sequence[Callable] | None = None,
+    crop_foreground: bool = True,
+):
+    """Preprocessing, then (per item, not cached) a pad to the patch and ``samples`` crops, half on foreground.
+
+    ``intensity`` and ``crop_foreground`` go to :func:`monai_preprocessing`.
+    """
     from monai.transforms import Compose, RandCropByPosNegLabeld, SpatialPadd
 
     return Compose(
         [
-            *monai_preprocessing(spacing).transforms,
+            *monai_preprocessing(spacing, intensity=intensity, crop_foreground=crop_foreground).transforms,
             SpatialPadd(keys=["image", "label"], spatial_size=tuple(patch)),
             RandCropByPosNegLabeld(
                 keys=["image", "label"],
@@ -171,14 +192,14 @@ def monai_training_transforms(spacing: Sequence[float], patch: Sequence[int], sa
     )
 
 
-def monai_unet(channels: Sequence[int], *, out_channels: int):
+def monai_unet(channels: Sequence[int], *, out_channels: int, in_channels: int = 1):
     """The tutorials' ``UNet``: stride 2 between levels, two residual units per level, batch norm."""
     from monai.networks.layers import Norm
     from monai.networks.nets import UNet
 
     return UNet(
         spatial_dims=3,
-        in_channels=1,
+        in_channels=in_channels,
         out_channels=out_channels,
         channels=tuple(channels),
         strides=(2,) * (len(channels) - 1),
@@ -277,7 +298,7 @@ def time_medseg(dataset: Path, pipeline, *, steps: int, warmup: int, workdir: Pa
     from medseg.datasets import load_case, open_dataset
     from medseg.models import build_network
     from medseg.training.devices import compute_settings
-    from medseg.training.loop import LoopSettings, Trainer
+    from medseg.training.loop import LoopSettings, Trainer, _EpochTiming
     from medseg.transforms.prepare import prepare_case
     from medseg.transforms.sampling import PatchSampler
 
@@ -295,7 +316,7 @@ def time_medseg(dataset: Path, pipeline, *, steps: int, warmup: int, workdir: Pa
         trainer = Trainer(run, train_cases=cases, validation_cases=[], settings=settings)
         sampler = _TimedSampler(PatchSampler(cases, run, seed=SEED, augment=True))
         timer.last = time.perf_counter()
-        trainer._train_epoch(sampler)  # the loop's own steps (private: the unit train() runs per epoch)
+        trainer._train_epoch(sampler, _EpochTiming())  # the loop's own steps (private: the unit train() runs)
     probe = build_network(pipeline.network, in_channels=1, out_channels=pipeline.num_classes)
     return Throughput(
         name="medseg",
