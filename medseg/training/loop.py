@@ -259,7 +259,7 @@ class Trainer:
             self.scheduler.step()
             interrupted = self._stop_requested()
             last = epoch == training.epochs or cut_short or interrupted or self._out_of_time(reserve=self._reserve())
-            cases = self._cases_to_validate(epoch, last=last, interrupted=interrupted)
+            cases = self.group.broadcast(self._cases_to_validate(epoch, last=last, interrupted=interrupted))
             validated = time.monotonic()
             scores = self._validate(cases) if cases else []
             timing.validation = time.monotonic() - validated if cases else 0.0

@@ -33,7 +33,7 @@ def test_plan_writes_pipeline_and_fingerprint(phantoms, tmp_path):
 def test_plan_is_deterministic_and_prints_to_stdout(phantoms, capsys):
     outputs = []
     for _ in range(2):
-        assert main(["-q", "plan", str(phantoms), "--memory-gb", "1.5"]) == 0
+        assert main(["-q", "plan", str(phantoms), "--memory-gb", "1.5", "--cpu-speed", "1"]) == 0
         outputs.append(capsys.readouterr().out)
     assert outputs[0] == outputs[1]
     assert parse_pipeline(outputs[0]).network.dimensions == 3
