@@ -128,13 +128,8 @@ def test_a_fresh_timing_agrees_with_the_formula():
     the patch: the measured ratio of the two networks is within 35% of the predicted one,
     and each estimate within 3x of its measurement.
     """
-    reference = Network(
-        dimensions=3,
-        filters=[16, 32, 64, 128],
-        kernel_sizes=[[3, 3, 3]] * 4,
-        strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 1]],
-        deep_supervision_heads=2,
-    )
+    from medseg.planning.calibrate import REFERENCE as reference  # the network `medseg plan` times
+
     other = Network(
         dimensions=3,
         filters=[8, 16, 32, 64],
