@@ -180,6 +180,7 @@ class Trainer:
         self._notes: list[str] = []  # for train.log, written after the epoch
         self._step_times: list[float] = []  # the first steps of this session, for the step-time check
         self._step_checked = False
+        self._parameters = sum(p.numel() for p in self.model.parameters())  # what an export writes
         #: How far through its schedule training is (0 to 1); under a time limit, also moved by the clock.
         self._schedule_progress = 0.0
         self._clock_start = (time.monotonic(), 0.0)  # (when this session's training began, progress then)
@@ -334,7 +335,7 @@ class Trainer:
             seconds=max(0.0, deadline - time.monotonic()),
             windows=windows,
             seconds_per_window=seconds_per_window,
-            parameters=sum(p.numel() for p in self.model.parameters()),
+            parameters=self._parameters,
         )
 
     def _cases_to_validate(self, epoch: int, *, last: bool, interrupted: bool) -> list[int]:
@@ -364,7 +365,7 @@ class Trainer:
         if self.budget is not None:
             return self.budget.reserve
         if self.settings.deadline is not None:
-            return export_seconds(sum(p.numel() for p in self.model.parameters()))
+            return export_seconds(self._parameters)
         return 0.0
 
     def _stop_requested(self) -> bool:
