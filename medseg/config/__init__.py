@@ -2,7 +2,6 @@
 
 from medseg.config.loading import dump_pipeline, load_pipeline, parse_pipeline, save_pipeline
 from medseg.config.schema import (
-    Augmentation,
     Channel,
     Inference,
     Label,
@@ -12,11 +11,12 @@ from medseg.config.schema import (
     Pipeline,
     Postprocessing,
     Preprocessing,
+    Step,
     Training,
+    default_augmentation,
 )
 
 __all__ = [
-    "Augmentation",
     "Channel",
     "Inference",
     "Label",
@@ -26,7 +26,9 @@ __all__ = [
     "Pipeline",
     "Postprocessing",
     "Preprocessing",
+    "Step",
     "Training",
+    "default_augmentation",
     "dump_pipeline",
     "load_pipeline",
     "parse_pipeline",

@@ -47,10 +47,12 @@ def parse_pipeline(text: str, *, source: str = "<pipeline>") -> Pipeline:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a pipeline is a mapping of keys (name, modality, labels, ...), got {type(data).__name__}")
     try:
-        return Pipeline.model_validate(data)
+        pipeline = Pipeline.model_validate(data)
     except ValidationError as exc:
         problems = [_describe(error, lines, source) for error in exc.errors()]
         raise ConfigError("; ".join(problems) if len(problems) < 2 else "\n".join(problems)) from None
+    pipeline._origin = (source, lines)
+    return pipeline
 
 
 def dump_pipeline(pipeline: Pipeline, *, comments: Comments | None = None, header: str = "") -> str:

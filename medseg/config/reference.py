@@ -103,7 +103,7 @@ def _default(field: Any) -> str:
     if field.is_required():
         return "required"
     value = field.default if field.default is not PydanticUndefined else field.default_factory()
-    if isinstance(value, BaseModel):
+    if isinstance(value, BaseModel) or (isinstance(value, list) and value and isinstance(value[0], BaseModel)):
         return "see below"
     return f"`{json.dumps(value)}`"
 

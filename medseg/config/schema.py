@@ -3,14 +3,16 @@
 A pipeline is data (YAML), validated on load: unknown keys are refused and every
 error names the key and its line. Variations are values, not subclasses; names
 (architecture, loss, optimiser, schedule) are chosen from fixed sets that the
-training code resolves through registries.
+training code resolves through registries. Augmentation is an open, ordered list
+of transforms by name (medseg's or any MONAI dictionary transform), checked against
+the transforms' signatures by :mod:`medseg.transforms.steps`.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -108,18 +110,104 @@ class Optimizer(_Strict):
     nesterov: bool = True
 
 
-class Augmentation(_Strict):
-    """Spatial and intensity augmentation, applied to training patches."""
+#: The old fixed augmentation keys (before the open list) and their defaults; see :func:`migrate_augmentation`.
+LEGACY_AUGMENTATION: dict[str, object] = {
+    "rotation_degrees": 15.0,
+    "scale": [0.85, 1.25],
+    "flip_axes": [0, 1, 2],
+    "spatial_probability": 0.2,
+    "gaussian_noise_std": 0.1,
+    "brightness": 0.25,
+    "contrast": 0.25,
+    "gamma": [0.7, 1.5],
+    "intensity_probability": 0.15,
+}
 
-    rotation_degrees: Annotated[float, Field(ge=0, le=180)] = 15.0
-    scale: tuple[PositiveFloat, PositiveFloat] = (0.85, 1.25)
-    flip_axes: list[Annotated[int, Field(ge=0, le=2)]] = [0, 1, 2]
-    spatial_probability: Probability = 0.2
-    gaussian_noise_std: Annotated[float, Field(ge=0)] = 0.1
-    brightness: Annotated[float, Field(ge=0)] = 0.25
-    contrast: Annotated[float, Field(ge=0)] = 0.25
-    gamma: tuple[PositiveFloat, PositiveFloat] = (0.7, 1.5)
-    intensity_probability: Probability = 0.15
+
+class Step(BaseModel):
+    """One augmentation step: a transform's name and its keyword arguments, applied in list order to
+    every training patch (a dictionary of `image`, `label` and the patch's `spacing`), e.g.
+    `{name: RandGaussianSmoothd, keys: [image], prob: 0.15, sigma_x: [0.5, 1.0]}`.
+
+    The name is medseg's `RandAffineMmd` (rotation and zoom in millimetres, so true rotations on
+    anisotropic grids; first in the list, the patch sampler draws it before cutting the patch, so
+    rotated corners come from the scan, not padding) or any MONAI dictionary transform
+    (`RandGaussianSmoothd`, `RandBiasFieldd`, `Rand3DElasticd`, ...). `medseg train` checks every
+    name and argument against the transform's signature before it starts and refuses a bad one with
+    its line and a suggestion. Random draws follow `training.seed` (MONAI's `set_random_state`).
+    The default, written out by `medseg plan`, is nnU-Net's set: `RandAffineMmd` (p 0.2), a
+    `RandFlipd` per mirrored axis (p 0.5), `RandGaussianNoised`, `RandScaleIntensityd`,
+    `RandScaleIntensityFixedMeand` (contrast) and `RandAdjustContrastd` (gamma), p 0.15 each.
+
+    The old fixed form (`augmentation: {rotation_degrees: 15, flip_axes: [0, 1], ...}`) still
+    loads, as the steps it meant; `medseg plan` and saved models write the list.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(min_length=1)
+
+    @property
+    def arguments(self) -> dict[str, object]:
+        """Everything but the name: the transform's keyword arguments."""
+        return dict(self.model_extra or {})
+
+
+def default_augmentation(flip_axes: list[int]) -> list[Step]:
+    """nnU-Net's augmentation as steps: rotation and zoom in mm, flips along ``flip_axes``, intensity.
+
+    Rotation (15 degrees per axis; in 2D about the slice normal) and zoom (0.85-1.25) each with
+    probability 0.2; each flip with probability 0.5; Gaussian noise, brightness, contrast (about
+    the mean, within the range) and gamma (statistics kept) each with probability 0.15.
+    """
+    return migrate_augmentation({**LEGACY_AUGMENTATION, "flip_axes": list(flip_axes)})
+
+
+def migrate_augmentation(old: dict[str, object]) -> list[Step]:
+    """The steps that do what the old fixed keys (``rotation_degrees``, ``flip_axes``, ...) did."""
+    unknown = sorted(set(old) - set(LEGACY_AUGMENTATION))
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {unknown} in the old augmentation form; the augmentation is now a list of steps, "
+            f"e.g. [{{name: RandAffineMmd, prob: 0.2}}, {{name: RandFlipd, keys: [image, label], prob: 0.5, "
+            f"spatial_axis: 0}}] (see docs/pipelines.md)"
+        )
+    settings = {**LEGACY_AUGMENTATION, **old}
+    steps: list[dict[str, object]] = []
+    spatial = settings["spatial_probability"]
+    if float(settings["rotation_degrees"]) > 0 or list(settings["scale"]) != [1.0, 1.0]:
+        steps.append(
+            {
+                "name": "RandAffineMmd",
+                "keys": ["image", "label"],
+                "prob": spatial,
+                "rotation_degrees": settings["rotation_degrees"],
+                "scale": list(settings["scale"]),
+            }
+        )
+    for axis in settings["flip_axes"]:
+        steps.append({"name": "RandFlipd", "keys": ["image", "label"], "prob": 0.5, "spatial_axis": axis})
+    p = settings["intensity_probability"]
+    image = ["image"]
+    if float(settings["gaussian_noise_std"]) > 0:
+        steps.append({"name": "RandGaussianNoised", "keys": image, "prob": p, "std": settings["gaussian_noise_std"]})
+    if float(settings["brightness"]) > 0:
+        steps.append({"name": "RandScaleIntensityd", "keys": image, "prob": p, "factors": settings["brightness"]})
+    if float(settings["contrast"]) > 0:
+        steps.append(
+            {
+                "name": "RandScaleIntensityFixedMeand",
+                "keys": image,
+                "prob": p,
+                "factors": settings["contrast"],
+                "preserve_range": True,
+            }
+        )
+    if list(settings["gamma"]) != [1.0, 1.0]:
+        steps.append(
+            {"name": "RandAdjustContrastd", "keys": image, "prob": p, "gamma": list(settings["gamma"]), "retain_stats": True}
+        )
+    return [Step.model_validate(step) for step in steps]
 
 
 class Training(_Strict):
@@ -139,9 +227,31 @@ class Training(_Strict):
     optimizer: Optimizer = Optimizer()
     schedule: Literal["poly", "cosine"] = "poly"
     foreground_oversampling: Probability = 0.33
-    augmentation: Augmentation = Augmentation()
+    #: Applied in order to every training patch (see :class:`Step` and docs/pipelines.md).
+    augmentation: list[Step] = Field(default_factory=lambda: default_augmentation([0, 1, 2]))
     folds: Annotated[int, Field(ge=2)] = 5
     seed: int = 12345
+
+    @field_validator("augmentation", mode="before")
+    @classmethod
+    def _old_form(cls, value: object) -> object:
+        """The old fixed keys (``{rotation_degrees: 15, flip_axes: [0, 1], ...}``) load as the steps they meant."""
+        if isinstance(value, dict):
+            return migrate_augmentation(value)
+        return value
+
+    @property
+    def flip_axes(self) -> list[int]:
+        """The axes some ``RandFlipd`` step mirrors (the axes test-time mirroring may use)."""
+        axes: set[int] = set()
+        for step in self.augmentation:
+            if step.name in ("RandFlipd", "RandFlipD", "RandFlipDict"):
+                axis = step.arguments.get("spatial_axis")
+                if isinstance(axis, int):
+                    axes.add(axis)
+                elif isinstance(axis, (list, tuple)):
+                    axes.update(a for a in axis if isinstance(a, int))
+        return sorted(axes)
 
 
 class Postprocessing(_Strict):
@@ -173,6 +283,8 @@ class Pipeline(_Strict):
     network: Network
     training: Training
     inference: Inference = Inference()
+    #: Where the pipeline was read from and the line of each key path (set by the loader), for errors found later.
+    _origin: tuple[str, dict[tuple[str, ...], int]] | None = PrivateAttr(default=None)
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -190,12 +302,27 @@ class Pipeline(_Strict):
                 f"training.patch_size has {len(self.training.patch_size)} numbers, network.dimensions is {dimensions}"
             )
         for name, axes in (
-            ("training.augmentation.flip_axes", self.training.augmentation.flip_axes),
+            ("training.augmentation (RandFlipd spatial_axis)", self.training.flip_axes),
             ("inference.mirror_axes", self.inference.mirror_axes),
         ):
             if any(axis >= dimensions for axis in axes):
                 raise ValueError(f"{name} {axes} names an axis beyond the network's {dimensions} dimensions")
         return self
+
+    def __eq__(self, other: object) -> bool:
+        """Equal recipes are equal pipelines, wherever they were read from."""
+        if not isinstance(other, Pipeline):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    def location(self, *path: str | int) -> str:
+        """``file:line`` of the key at ``path`` (or its nearest parent) where the pipeline came from a file."""
+        if self._origin is None:
+            return "<pipeline>"
+        source, lines = self._origin
+        keys = tuple(str(part) for part in path)
+        line = next((lines[keys[:n]] for n in range(len(keys), 0, -1) if keys[:n] in lines), None)
+        return f"{source}:{line}" if line else source
 
     @property
     def num_classes(self) -> int:

@@ -28,7 +28,6 @@ import numpy as np
 from pydantic import ValidationError
 
 from medseg.config.schema import (
-    Augmentation,
     Channel,
     Inference,
     Label,
@@ -38,6 +37,7 @@ from medseg.config.schema import (
     Pipeline,
     Preprocessing,
     Training,
+    default_augmentation,
 )
 from medseg.errors import ConfigError
 from medseg.planning.compute import estimate_step_seconds
@@ -232,7 +232,10 @@ def plan_pipeline(
     optimizer, comments["training.optimizer"] = _optimizer(budget)
     comments["training.foreground_oversampling"] = "a third of the patches are centred on a foreground voxel"
     comments["training.augmentation"] = (
-        f"the schema's defaults (rotation, scaling, noise, brightness, contrast, gamma); flips {mirror_reason}"
+        f"applied in order to every patch; each step is medseg's RandAffineMmd (rotation and zoom in mm) or a MONAI "
+        f"dictionary transform by name with its arguments: add, remove or edit steps (e.g. "
+        f"{{name: RandGaussianSmoothd, keys: [image], prob: 0.15}}). nnU-Net's set: rotation and zoom "
+        f"(p 0.2 each), flips (p 0.5 per axis), noise, brightness, contrast, gamma (p 0.15 each); flips {mirror_reason}"
     )
     comments["inference.mirror_axes"] = (
         f"test-time augmentation: average {2 ** len(axes)} predictions mirrored along axes {axes}, the axes flipped "
@@ -274,7 +277,7 @@ def plan_pipeline(
                 optimizer=optimizer,
                 schedule="poly",
                 foreground_oversampling=0.33,
-                augmentation=Augmentation(flip_axes=axes),
+                augmentation=default_augmentation(axes),
                 planned_step_seconds=(
                     round(_step_seconds(fit, batch, budget, in_channels, num_classes), 3) if budget.on_cpu else None
                 ),

@@ -21,6 +21,7 @@ from medseg.config.schema import Pipeline
 from medseg.datasets import Dataset, check_dataset, infer_labels, open_dataset, require_valid
 from medseg.errors import ConfigError
 from medseg.training.state import Checkpoint
+from medseg.transforms.steps import check_augmentation
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ def resolve_pipeline(
 
             chosen, text = load_pipeline(pipeline), Path(pipeline).read_text()
             fingerprint = _read_fingerprint(fingerprint_path(pipeline))  # written there by `medseg plan -o`
+        check_augmentation(chosen)  # a misspelled step is refused now, with its line, not at the first batch
         fingerprint = fingerprint or _read_fingerprint(run_dir / "fingerprint.json")
         dataset = open_dataset(dataset_path)
         if checkpoint is None:

@@ -1,23 +1,30 @@
-"""Training augmentation of single patches, in torch: spatial (rotation, scaling), flips, intensity.
+"""medseg's spatial augmentation: rotation and zoom in millimetres, as a MONAI transform.
 
-Spatial augmentation works in patient millimetres, so a rotation of an
-anisotropic grid is a true rotation: a draw gives a matrix ``M`` (in voxel
-units) that maps an output voxel's offset from the patch centre to the
-position, relative to the same centre, where it is sampled in the case. The
-sampler cuts a region just large enough for that (:func:`region_half_extent`),
-and :func:`warp` samples it: linearly for images, nearest for labels, so labels
-keep their values. Random numbers come from the caller's generators only, so
-a seed fixes everything.
+Why not MONAI's ``RandAffined``: it rotates in voxel units, so on an anisotropic
+grid (0.7 x 0.7 x 5 mm) a "rotation" shears the anatomy; and it works on the
+patch it is given, so corners rotated in from outside the patch are padding.
+:class:`RandAffineMmd` rotates in patient millimetres, and inside the patch
+sampler it is drawn *before* the crop: a draw gives a matrix ``M`` (in voxel
+units) that maps an output voxel's offset from the patch centre to the position,
+relative to the same centre, where it is sampled in the case; the sampler cuts a
+region just large enough for that (:func:`region_half_extent`, read from a
+memory-mapped case without loading it) and :func:`warp` samples it: linearly for
+images, nearest for labels, so labels keep their values. Used on its own (e.g. in
+a user's ``Compose``), it warps the patch it is given about its centre.
+
+Random numbers come from the transform's own ``RandomState`` (``self.R``), set by
+``Compose.set_random_state``, so a seed fixes everything.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-
-from medseg.config.schema import Augmentation
+from monai.transforms import MapTransform, RandomizableTransform
 
 
 def _rotation(axis: int, angle: float) -> np.ndarray:
@@ -28,41 +35,89 @@ def _rotation(axis: int, angle: float) -> np.ndarray:
     return matrix
 
 
-def _draw_around_one(rng: np.random.Generator, low: float, high: float) -> float:
-    """Half the draws below 1 and half above, where the range allows (nnU-Net's way for scale and gamma)."""
-    if low < 1.0 and (high <= 1.0 or rng.random() < 0.5):
+def _draw_around_one(rng: np.random.RandomState, low: float, high: float) -> float:
+    """Half the draws below 1 and half above, where the range allows (nnU-Net's way for scale)."""
+    if low < 1.0 and (high <= 1.0 or rng.random_sample() < 0.5):
         return float(rng.uniform(low, min(high, 1.0)))
     return float(rng.uniform(max(low, 1.0), high))
 
 
-def draw_spatial(rng: np.random.Generator, settings: Augmentation, spacing: tuple[float, ...]) -> np.ndarray | None:
-    """A random rotation and zoom for one patch, as a ``(d, d)`` matrix in voxel units; None for none.
+class RandAffineMmd(RandomizableTransform, MapTransform):
+    """Random rotation and zoom in patient millimetres (nnU-Net's spatial augmentation).
 
     Rotation (each axis within ``rotation_degrees``; in 2D about the slice normal)
-    and zoom (within ``scale``; above 1 magnifies) are each applied with
-    ``spatial_probability``.
+    and zoom (within ``scale``; above 1 magnifies; half the draws below 1) are
+    each applied with probability ``prob``. The voxel size comes from the
+    item's ``spacing`` entry (the patch sampler sets it), else isotropic.
 
     Args:
-        rng: the source of randomness.
-        settings: the pipeline's augmentation.
-        spacing: voxel size (mm) along the patch's axes (2 or 3 numbers).
+        keys: the items to warp.
+        prob: probability of the rotation, and separately of the zoom.
+        rotation_degrees: largest rotation about each axis (0-180).
+        scale: zoom range ``(low, high)``.
+        mode: ``bilinear`` or ``nearest`` per key (default: nearest for keys named like labels).
+        allow_missing_keys: skip keys the item lacks.
     """
-    dims = len(spacing)
-    rotate = settings.rotation_degrees > 0 and rng.random() < settings.spatial_probability
-    zoom = tuple(settings.scale) != (1.0, 1.0) and rng.random() < settings.spatial_probability
-    if not rotate and not zoom:
-        return None
-    physical = np.eye(3)
-    if rotate:
-        limit = math.radians(settings.rotation_degrees)
-        axes = (2,) if dims == 2 else (0, 1, 2)
-        for axis in axes:
-            physical = physical @ _rotation(axis, float(rng.uniform(-limit, limit)))
-    if zoom:
-        physical = physical / _draw_around_one(rng, *settings.scale)
-    physical = physical[:dims, :dims]
-    sizes = np.asarray(spacing, dtype=np.float64)
-    return (physical * sizes[np.newaxis, :]) / sizes[:, np.newaxis]
+
+    def __init__(
+        self,
+        keys: Sequence[Hashable] = ("image", "label"),
+        prob: float = 0.2,
+        rotation_degrees: float = 15.0,
+        scale: Sequence[float] = (0.85, 1.25),
+        mode: Sequence[str] | str | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        if not 0 <= float(prob) <= 1:
+            raise ValueError(f"prob must be within [0, 1], got {prob}")
+        if not 0 <= float(rotation_degrees) <= 180:
+            raise ValueError(f"rotation_degrees must be within [0, 180], got {rotation_degrees}")
+        if len(scale) != 2 or not 0 < float(scale[0]) <= float(scale[1]):
+            raise ValueError(f"scale must be [low, high] with 0 < low <= high, got {list(scale)}")
+        modes = [mode] * len(self.keys) if isinstance(mode, str) else list(mode or [])
+        if modes and len(modes) != len(self.keys):
+            raise ValueError(f"mode needs one entry per key ({len(self.keys)}), got {modes}")
+        if any(m not in ("bilinear", "nearest") for m in modes):
+            raise ValueError(f"mode must be 'bilinear' or 'nearest', got {modes}")
+        self.rotation_degrees = float(rotation_degrees)
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.modes = modes or ["nearest" if "label" in str(k) or "seg" in str(k) else "bilinear" for k in self.keys]
+        self.matrix: np.ndarray | None = None
+
+    def randomize(self, spacing: Sequence[float]) -> None:  # type: ignore[override]
+        """Draw the matrix for one patch with voxel size ``spacing`` (2 or 3 numbers); None for none."""
+        dims = len(spacing)
+        rotate = self.rotation_degrees > 0 and self.R.random_sample() < self.prob
+        zoom = self.scale != (1.0, 1.0) and self.R.random_sample() < self.prob
+        self.matrix = None
+        if not rotate and not zoom:
+            return
+        physical = np.eye(3)
+        if rotate:
+            limit = math.radians(self.rotation_degrees)
+            for axis in (2,) if dims == 2 else (0, 1, 2):
+                physical = physical @ _rotation(axis, float(self.R.uniform(-limit, limit)))
+        if zoom:
+            physical = physical / _draw_around_one(self.R, *self.scale)
+        physical = physical[:dims, :dims]
+        sizes = np.asarray(spacing, dtype=np.float64)
+        self.matrix = (physical * sizes[np.newaxis, :]) / sizes[:, np.newaxis]
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        first = self.first_key(d)
+        if first == []:
+            return d
+        shape = tuple(d[first].shape[1:])
+        self.randomize(d.get("spacing") or (1.0,) * len(shape))
+        if self.matrix is None:
+            return d
+        centre = (np.asarray(shape, dtype=np.float64) - 1) / 2
+        for key, mode in self.key_iterator(d, self.modes):
+            d[key] = warp(torch.as_tensor(d[key]), self.matrix, centre, shape, mode=mode)
+        return d
 
 
 def region_half_extent(matrix: np.ndarray, patch: tuple[int, ...]) -> np.ndarray:
@@ -71,84 +126,31 @@ def region_half_extent(matrix: np.ndarray, patch: tuple[int, ...]) -> np.ndarray
 
 
 def warp(
-    image: torch.Tensor,
-    label: torch.Tensor,
-    matrix: np.ndarray,
-    centre: np.ndarray,
-    patch: tuple[int, ...],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample a ``(C, *region)`` image and ``(1, *region)`` label at the warped patch's voxels.
+    region: torch.Tensor, matrix: np.ndarray, centre: np.ndarray, patch: Sequence[int], *, mode: str = "bilinear"
+) -> torch.Tensor:
+    """Sample a ``(C, *region)`` tensor at the warped patch's voxels, as ``(C, *patch)``.
 
-    Output voxel ``x`` (offset from the patch centre) is read at ``centre + matrix @ x``.
+    Output voxel ``x`` (offset from the patch centre) is read at ``centre + matrix @ x``;
+    outside the region reads 0. ``nearest`` keeps label values and the tensor's type;
+    ``bilinear`` gives float32.
 
     Args:
-        image: float32 region around the patch.
-        label: its labels (any integer or float type).
-        matrix: from :func:`draw_spatial`.
+        region: the region around the patch (image or labels).
+        matrix: from :meth:`RandAffineMmd.randomize`.
         centre: the patch centre, in the region's voxel indices (continuous).
         patch: the output size.
-
-    Returns:
-        ``(C, *patch)`` float32 image (linear) and ``(1, *patch)`` labels (nearest, the label's dtype).
+        mode: ``bilinear`` (images) or ``nearest`` (labels).
     """
-    region = np.asarray(image.shape[1:], dtype=np.float64)
+    size = np.asarray(region.shape[1:], dtype=np.float64)
+    patch = tuple(int(n) for n in patch)
     # align_corners=True: normalised -1/+1 are the outer voxel centres, in the output and in the region.
-    to_region = 2.0 / np.maximum(region - 1, 1)
+    to_region = 2.0 / np.maximum(size - 1, 1)
     linear = to_region[:, np.newaxis] * matrix * ((np.asarray(patch, dtype=np.float64) - 1) / 2)[np.newaxis, :]
     shift = to_region * np.asarray(centre, dtype=np.float64) - 1.0
     theta = np.concatenate([linear[::-1, ::-1], shift[::-1, np.newaxis]], axis=1)  # torch wants x, y(, z) order
     grid = torch.nn.functional.affine_grid(
         torch.from_numpy(theta.astype(np.float32))[np.newaxis], [1, 1, *patch], align_corners=True
     )
-    sampled = torch.nn.functional.grid_sample(
-        image[np.newaxis], grid, mode="bilinear", padding_mode="zeros", align_corners=True
-    )[0]
-    labels = torch.nn.functional.grid_sample(
-        label[np.newaxis].to(torch.float32), grid, mode="nearest", padding_mode="zeros", align_corners=True
-    )[0]
-    return sampled, labels.round().to(label.dtype)
-
-
-def flip(
-    rng: np.random.Generator, axes: list[int], image: torch.Tensor, label: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mirror along each of ``axes`` (spatial axes of the patch) with probability 0.5."""
-    chosen = [axis + 1 for axis in axes if rng.random() < 0.5]
-    if not chosen:
-        return image, label
-    return torch.flip(image, chosen), torch.flip(label, chosen)
-
-
-def intensity(
-    rng: np.random.Generator, generator: torch.Generator, settings: Augmentation, image: torch.Tensor
-) -> torch.Tensor:
-    """Gaussian noise, brightness, contrast and gamma, each with ``intensity_probability``.
-
-    Noise has a standard deviation drawn from ``[0, gaussian_noise_std]``;
-    brightness multiplies by ``1 +- brightness``; contrast scales about the
-    channel mean by ``1 +- contrast`` and keeps the channel's range; gamma maps
-    the channel's range to [0, 1], raises it to a power within ``gamma``, maps
-    it back and restores the channel's mean and standard deviation (nnU-Net's
-    ``retain_stats``).
-    """
-    p = settings.intensity_probability
-    if settings.gaussian_noise_std > 0 and rng.random() < p:
-        sigma = float(rng.uniform(0.0, settings.gaussian_noise_std))
-        image = image + sigma * torch.randn(image.shape, generator=generator, dtype=image.dtype)
-    if settings.brightness > 0 and rng.random() < p:
-        image = image * float(rng.uniform(1 - settings.brightness, 1 + settings.brightness))
-    spatial = tuple(range(1, image.dim()))
-    if settings.contrast > 0 and rng.random() < p:
-        factor = float(rng.uniform(max(0.0, 1 - settings.contrast), 1 + settings.contrast))
-        mean = image.mean(dim=spatial, keepdim=True)
-        low, high = image.amin(dim=spatial, keepdim=True), image.amax(dim=spatial, keepdim=True)
-        image = torch.minimum(torch.maximum((image - mean) * factor + mean, low), high)
-    if tuple(settings.gamma) != (1.0, 1.0) and rng.random() < p:
-        gamma = _draw_around_one(rng, *settings.gamma)
-        mean, std = image.mean(dim=spatial, keepdim=True), image.std(dim=spatial, keepdim=True)
-        low, high = image.amin(dim=spatial, keepdim=True), image.amax(dim=spatial, keepdim=True)
-        span = (high - low).clamp(min=1e-7)
-        image = ((image - low) / span).pow(gamma) * span + low
-        new_mean, new_std = image.mean(dim=spatial, keepdim=True), image.std(dim=spatial, keepdim=True)
-        image = (image - new_mean) / new_std.clamp(min=1e-7) * std + mean
-    return image
+    values = region[np.newaxis].to(torch.float32)
+    sampled = torch.nn.functional.grid_sample(values, grid, mode=mode, padding_mode="zeros", align_corners=True)[0]
+    return sampled if mode == "bilinear" else sampled.round().to(region.dtype)

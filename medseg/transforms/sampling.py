@@ -11,6 +11,12 @@ placed at a random offset and padded with zeros (image) and 0 (label).
 
 A 2D pipeline samples in-plane patches of one slice ``k`` (a random slice, or
 the foreground voxel's).
+
+Augmentation is the pipeline's list of steps (:mod:`medseg.transforms.steps`), a
+``monai.transforms.Compose`` applied to ``{"image", "label", "spacing"}`` of each
+patch. Where the list starts with medseg's :class:`RandAffineMmd`, the sampler
+draws it before cutting, so the rotated patch is read from the case around it
+rather than padded (see :mod:`medseg.transforms.augment`).
 """
 
 from __future__ import annotations
@@ -19,11 +25,14 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from monai.data import get_track_meta, set_track_meta
+from monai.transforms import Compose
 
 from medseg.config.schema import Pipeline
 from medseg.errors import InputError
-from medseg.transforms.augment import draw_spatial, flip, intensity, region_half_extent, warp
+from medseg.transforms.augment import RandAffineMmd, region_half_extent, warp
 from medseg.transforms.prepare import PreparedCase, class_locations
+from medseg.transforms.steps import build_augmentation
 
 
 def crop_padded(array: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
@@ -50,8 +59,9 @@ class PatchSampler:
     Args:
         cases: prepared cases with labels (memory-mapped ones are read patch by patch).
         pipeline: patch size, batch size, oversampling and augmentation come from ``training``.
-        seed: fixes every random choice: the same seed gives the same batches (on CPU).
-        augment: False gives plain crops (no spatial, flip or intensity changes).
+        seed: fixes every random choice, the augmentation's too (through MONAI's
+            ``set_random_state``): the same seed gives the same batches (on CPU).
+        augment: False gives plain crops (no augmentation steps).
         batch_size: overrides ``training.batch_size``.
 
     Attributes:
@@ -60,6 +70,7 @@ class PatchSampler:
 
     Raises:
         InputError: no cases, or a case without a label map.
+        ConfigError: an augmentation step that cannot be built.
     """
 
     def __init__(
@@ -83,7 +94,13 @@ class PatchSampler:
         self.patch = tuple(int(n) for n in pipeline.training.patch_size)
         self.dimensions = pipeline.network.dimensions
         self._rng = np.random.default_rng(seed)
-        self._torch = torch.Generator().manual_seed(int(np.random.default_rng([seed, 1]).integers(2**62)))
+        steps = list(build_augmentation(pipeline).transforms) if augment else []
+        self._spatial = steps.pop(0) if steps and isinstance(steps[0], RandAffineMmd) else None
+        self._steps = Compose(steps)
+        seeds = np.random.default_rng([seed, 1]).integers(2**31, size=2)
+        self._steps.set_random_state(seed=int(seeds[0]))
+        if self._spatial is not None:
+            self._spatial.set_random_state(seed=int(seeds[1]))
         self._locations: list[dict[int, np.ndarray] | None] = [
             None if c.class_locations is None else dict(c.class_locations) for c in self.cases
         ]
@@ -125,7 +142,10 @@ class PatchSampler:
         else:
             image_array, label_array, spacing = case.image, case.label, case.geometry.spacing
         start = self._start(shape, voxel)
-        matrix = draw_spatial(rng, self.pipeline.training.augmentation, spacing) if self.augment else None
+        matrix = None
+        if self._spatial is not None:
+            self._spatial.randomize(spacing)
+            matrix = self._spatial.matrix
         if matrix is None:
             image = torch.from_numpy(crop_padded(image_array, start, self.patch).astype(np.float32, copy=False))
             label = torch.from_numpy(crop_padded(label_array, start, self.patch))
@@ -135,13 +155,21 @@ class PatchSampler:
             low = np.floor(centre - reach).astype(int)
             size = np.maximum(np.ceil(centre + reach).astype(int) + 1 - low, 2)
             region = torch.from_numpy(crop_padded(image_array, low, size).astype(np.float32, copy=False))
-            region_label = torch.from_numpy(crop_padded(label_array, low, size))
-            image, label = warp(region, region_label, matrix, centre - low, self.patch)
-        if self.augment:
-            settings = self.pipeline.training.augmentation
-            image, label = flip(rng, settings.flip_axes, image, label)
-            image = intensity(rng, self._torch, settings, image)
+            image = warp(region, matrix, centre - low, self.patch, mode="bilinear")
+            label = warp(torch.from_numpy(crop_padded(label_array, low, size)), matrix, centre - low, self.patch, mode="nearest")
+        if self._steps.transforms:
+            image, label = self._augment(image, label, spacing)
         return image.contiguous(), label.contiguous()
+
+    def _augment(self, image: torch.Tensor, label: torch.Tensor, spacing: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The steps after the spatial one, on plain tensors (MONAI's metadata tracking is off meanwhile)."""
+        tracking = get_track_meta()
+        set_track_meta(False)
+        try:
+            item = self._steps({"image": image, "label": label, "spacing": tuple(float(v) for v in spacing)})
+        finally:
+            set_track_meta(tracking)
+        return torch.as_tensor(item["image"], dtype=torch.float32), torch.as_tensor(item["label"]).to(label.dtype)
 
     def _foreground_voxel(self, number: int) -> np.ndarray | None:
         """A random voxel of a random class present in case ``number`` (None if it has none)."""

@@ -62,10 +62,10 @@ def _consistent(pipeline, fp: Fingerprint, memory_gb: float, *, base_filters: in
     assert pipeline_memory_gb(with_two) <= memory_gb
     if training.batch_size > 2:
         assert pipeline_memory_gb(pipeline) <= memory_gb
-    assert pipeline.inference.mirror_axes == training.augmentation.flip_axes
-    assert set(training.augmentation.flip_axes) <= set(range(dims))
+    assert pipeline.inference.mirror_axes == training.flip_axes
+    assert set(training.flip_axes) <= set(range(dims))
     if not fp.label_positions:
-        assert training.augmentation.flip_axes == list(range(dims))
+        assert training.flip_axes == list(range(dims))
     text = dump_pipeline(pipeline)
     assert parse_pipeline(text) == pipeline
 
@@ -484,15 +484,15 @@ def test_no_mirroring_along_an_axis_where_a_label_always_lies_on_one_side():
         },
     )
     pipeline, comments = plan_pipeline(lateral, name="ct", memory_gb=2.0, device="cpu")
-    assert pipeline.training.augmentation.flip_axes == pipeline.inference.mirror_axes == [1, 2]
+    assert pipeline.training.flip_axes == pipeline.inference.mirror_axes == [1, 2]
     text = " ".join(comments["training.augmentation"].split())
     assert "i: liver at 0.34 (100% of 10 cases on that side), spleen at 0.72" in text
     centred = with_positions(fp, {1: [(0.5 + (-1) ** c * 0.1, 0.5, 0.5) for c in range(10)]})
     pipeline, comments = plan_pipeline(centred, name="ct", memory_gb=2.0, device="cpu")
-    assert pipeline.training.augmentation.flip_axes == [0, 1, 2]
+    assert pipeline.training.flip_axes == [0, 1, 2]
     assert "no label lies consistently on one side" in " ".join(comments["training.augmentation"].split())
     few = with_positions(fp, {1: [(0.1, 0.1, 0.1)] * 2})  # two cases are too few to tell
-    assert plan_pipeline(few, name="ct", device="cpu")[0].training.augmentation.flip_axes == [0, 1, 2]
+    assert plan_pipeline(few, name="ct", device="cpu")[0].training.flip_axes == [0, 1, 2]
 
 
 def test_cpu_plans_use_adamw_and_short_epochs_and_gpu_plans_nnuNets_sgd(phantom_fingerprint):

@@ -233,6 +233,31 @@ def test_a_2d_pipeline_trains_on_slices_and_validates_slice_by_slice(phantom_dat
     assert len(cases) == 2
 
 
+def test_a_pipeline_with_an_added_monai_transform_trains(phantom_dataset, tmp_path):
+    steps = (
+        "  augmentation:\n"
+        "    - {name: RandGaussianSmoothd, keys: [image], prob: 0.5, sigma_x: [0.5, 1.0]}\n"
+        "    - {name: RandFlipd, keys: [image, label], prob: 0.5, spatial_axis: 0}\n"
+    )
+    path = tmp_path / "smooth.yaml"
+    path.write_text(TINY.replace("  folds: 3\n", "  folds: 3\n" + steps))
+    result = train(phantom_dataset, tmp_path / "run", pipeline=path, epochs=1, device="cpu")
+    assert result.epochs == 1 and math.isfinite(result.history[0]["train_loss"])
+    _, saved, _ = load_model(result.model_dir)
+    assert [step.name for step in saved.training.augmentation] == ["RandGaussianSmoothd", "RandFlipd"]
+    assert saved.training.augmentation[0].arguments["sigma_x"] == [0.5, 1.0]
+
+
+def test_training_refuses_a_misspelled_step_before_it_starts(phantom_dataset, tmp_path):
+    path = tmp_path / "pipe.yaml"
+    text = TINY.replace("  folds: 3\n", "  folds: 3\n  augmentation:\n    - {name: RandGausianSmoothd, keys: [image]}\n")
+    path.write_text(text)
+    line = text.splitlines().index("    - {name: RandGausianSmoothd, keys: [image]}") + 1
+    with pytest.raises(ConfigError, match=rf"pipe.yaml:{line}: training.augmentation\[0\]: .*did you mean 'RandGaussianSmoothd'"):
+        train(phantom_dataset, tmp_path / "run", pipeline=path, device="cpu")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -21,11 +21,12 @@ def make_pipeline(
     patch: tuple[int, ...] = (32, 32, 16),
     normalization: dict[str, Any] | list[dict[str, Any]] = CT,
     crop_to_nonzero: bool = False,
-    augmentation: dict[str, Any] | None = None,
+    augmentation: dict[str, Any] | list[dict[str, Any]] | None = None,
     **training: Any,
 ) -> Pipeline:
     """A small valid pipeline; ``training`` overrides keys of the training section."""
-    augmentation = {"flip_axes": list(range(dimensions)), **(augmentation or {})}
+    if not isinstance(augmentation, list):  # the old fixed keys, migrated on load
+        augmentation = {"flip_axes": list(range(dimensions)), **(augmentation or {})}
     schemes = normalization if isinstance(normalization, list) else [normalization]
     return Pipeline.model_validate(
         {

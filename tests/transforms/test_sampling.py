@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.config.schema import Augmentation
 from medseg.transforms import PatchSampler, PreparedCase, crop_padded, prepare_case
-from medseg.transforms.augment import draw_spatial, intensity, warp
+from medseg.transforms.augment import RandAffineMmd, warp
 from tests.transforms.helpers import make_pipeline, phantom
 
 EVERYTHING = {"spatial_probability": 1.0, "intensity_probability": 1.0}
@@ -147,38 +146,45 @@ def test_warp_turns_the_patch_about_its_centre():
     quarter = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # i <- -j, j <- i
     centre = np.array([14.0, 12.0, 9.0])
     patch = (11, 13, 9)
-    warped, warped_label = warp(image, label, quarter, centre, patch)
+    warped = warp(image, quarter, centre, patch)
+    warped_label = warp(label, quarter, centre, patch, mode="nearest")
     assert warped_label.dtype == torch.uint8
     for x in [(0, 0, 0), (3, 4, 5), (10, 12, 8), (5, 6, 4)]:
         source = (centre + quarter @ (np.array(x) - (np.array(patch) - 1) / 2)).astype(int)
         assert warped[1][x].item() == pytest.approx(image[1][tuple(source)].item(), abs=1e-5)
         assert warped_label[0][x] == label[0][tuple(source)]
-    same, same_label = warp(image, label, np.eye(3), centre, patch)
+    same, same_label = warp(image, np.eye(3), centre, patch), warp(label, np.eye(3), centre, patch, mode="nearest")
     np.testing.assert_allclose(same.numpy(), image[:, 9:20, 6:19, 5:14].numpy(), atol=1e-5)
     assert torch.equal(same_label, label[:, 9:20, 6:19, 5:14])
 
 
 def test_rotations_are_rotations_in_millimetres():
-    settings = Augmentation(rotation_degrees=30, scale=(1.0, 1.0), spatial_probability=1.0)
-    matrix = draw_spatial(np.random.default_rng(4), settings, (1.0, 1.0, 4.0))
-    physical = np.diag([1.0, 1.0, 4.0]) @ matrix @ np.diag([1.0, 1.0, 0.25])
+    spatial = RandAffineMmd(prob=1.0, rotation_degrees=30, scale=(1.0, 1.0))
+    spatial.set_random_state(seed=4)
+    spatial.randomize((1.0, 1.0, 4.0))
+    physical = np.diag([1.0, 1.0, 4.0]) @ spatial.matrix @ np.diag([1.0, 1.0, 0.25])
     np.testing.assert_allclose(physical @ physical.T, np.eye(3), atol=1e-12)
     assert not np.allclose(physical, np.eye(3))
-    assert (
-        draw_spatial(
-            np.random.default_rng(4), settings.model_copy(update={"spatial_probability": 0.0}), (1.0, 1.0, 4.0)
-        )
-        is None
-    )
+    never = RandAffineMmd(prob=0.0, rotation_degrees=30)
+    never.randomize((1.0, 1.0, 4.0))
+    assert never.matrix is None
 
 
-def test_intensity_augmentation_changes_values_only_when_drawn():
-    image = torch.linspace(-2, 3, 1000).reshape(1, 10, 10, 10)
-    always = Augmentation(intensity_probability=1.0)
-    changed = intensity(np.random.default_rng(0), torch.Generator().manual_seed(0), always, image.clone())
-    assert not torch.allclose(changed, image)
-    never = always.model_copy(update={"intensity_probability": 0.0})
-    assert torch.equal(intensity(np.random.default_rng(0), torch.Generator(), never, image.clone()), image)
+def test_rand_affine_mmd_works_on_its_own_as_a_monai_transform():
+    """In a user's Compose it warps the patch it is given about its centre; labels keep their values."""
+    from monai.transforms import Compose
+
+    rng = np.random.default_rng(0)
+    item = {
+        "image": torch.from_numpy(rng.normal(size=(1, 20, 20, 8)).astype(np.float32)),
+        "label": torch.from_numpy(rng.integers(0, 3, size=(1, 20, 20, 8)).astype(np.uint8)),
+        "spacing": (1.0, 1.0, 3.0),
+    }
+    out = Compose([RandAffineMmd(prob=1.0, rotation_degrees=20)]).set_random_state(seed=1)(dict(item))
+    assert out["image"].shape == item["image"].shape and not torch.allclose(out["image"], item["image"])
+    assert set(torch.unique(out["label"]).tolist()) <= {0, 1, 2} and out["label"].dtype == torch.uint8
+    with pytest.raises(ValueError, match="rotation_degrees"):
+        RandAffineMmd(rotation_degrees=200)
 
 
 def test_cases_without_labels_are_refused(cases):
