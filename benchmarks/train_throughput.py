@@ -297,7 +297,7 @@ def time_medseg(dataset: Path, pipeline, *, steps: int, warmup: int, workdir: Pa
 
     from medseg.datasets import load_case, open_dataset
     from medseg.models import build_network
-    from medseg.training.devices import compute_settings
+    from medseg.models.devices import compute_settings
     from medseg.training.loop import LoopSettings, Trainer, _EpochTiming
     from medseg.transforms.prepare import prepare_case
     from medseg.transforms.sampling import PatchSampler

@@ -6,6 +6,7 @@ nor MONAI; readers and writers live in :mod:`medseg.io`.
 
 from medseg.errors import (
     ConfigError,
+    DatasetError,
     DicomError,
     GeometryError,
     InputError,
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "DatasetError",
     "DicomError",
     "Geometry",
     "GeometryError",

@@ -3,6 +3,12 @@
 Each also subclasses the matching builtin, so callers may catch either
 ``medseg.InputError`` or plain ``ValueError``. Messages name the file or key,
 show the bad value and say what was expected.
+
+The policy (docs/architecture.md): option objects and library functions raise
+:class:`ConfigError` naming the parameter (only ``medseg.cli`` speaks in flag
+names); a missing or broken model is a :class:`ModelError`; an exception that
+wraps another keeps it as its cause (``raise ... from exc``) so ``--debug`` shows
+both.
 """
 
 from __future__ import annotations
@@ -18,6 +24,10 @@ class InputError(MedsegError, ValueError):
 
 class DicomError(InputError):
     """A DICOM file or series is unreadable, inconsistent or unsupported."""
+
+
+class DatasetError(InputError):
+    """A dataset cannot be used: its description is malformed, or its cases have errors."""
 
 
 class GeometryError(MedsegError, ValueError):

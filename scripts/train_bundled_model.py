@@ -83,7 +83,7 @@ def store_half(model: Path, target: Path) -> Path:
     import torch
 
     from medseg.config import load_pipeline
-    from medseg.training import export_model_folder
+    from medseg.models.folder import export_model_folder
 
     state = torch.load(model / "model.pt", map_location="cpu", weights_only=True)
     half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}

@@ -37,7 +37,7 @@ def phantom() -> tuple[Volume, Volume]:
 def trained_model(tmp_path_factory) -> Path:
     """A model folder from a real, one-epoch ``medseg train`` run of the tiny test pipeline on phantoms."""
     from medseg.synthetic import write_phantom_dataset
-    from medseg.training import train
+    from medseg.workflows.train import train
     from tests.training.conftest import TINY
 
     root = tmp_path_factory.mktemp("trained_model")

@@ -1,4 +1,4 @@
-"""``medseg.demo`` and the bundled model: the sample CT, end to end, scored; the model ships as package data."""
+"""``medseg.workflows.demo`` and the bundled model: the sample CT, end to end, scored; the model ships as package data."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medseg.demo import MIN_DICE, SAMPLE_NAME, run_demo
+from medseg.workflows.demo import MIN_DICE, SAMPLE_NAME, run_demo
 from medseg.errors import InputError
 from medseg.io import read_image, read_nifti
 from medseg.io.dicom import read_series, scan
@@ -81,7 +81,7 @@ def test_a_folder_of_other_files_is_refused(tmp_path):
 
 
 def test_the_bundled_model_loads_and_knows_the_phantom_labels():
-    from medseg.training import load_model
+    from medseg.models.folder import load_model
 
     folder = bundled_model_path()
     network, pipeline, facts = load_model(folder, device="cpu")

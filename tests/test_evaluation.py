@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from medseg.errors import ConfigError, InputError
-from medseg.evaluation import case_id, evaluate, find_cases, write_evaluation
+from medseg.workflows.evaluate import case_id, evaluate, find_cases, write_evaluation
 from medseg.geometry import Geometry
 from medseg.io import read_dicom, write_nifti
 from medseg.metrics import LabelStatus, score_labels

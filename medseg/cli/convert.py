@@ -45,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from medseg.cli._render import progress_bar, stdout
-    from medseg.convert import ConvertOptions, convert
+    from medseg.workflows.convert import ConvertOptions, convert
     from medseg.io.dicom import DicomReadOptions
 
     if not args.input.exists():

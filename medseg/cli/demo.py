@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from medseg.cli._render import progress_bar, stdout
-    from medseg.demo import MIN_DICE, run_demo
+    from medseg.workflows.demo import MIN_DICE, run_demo
 
     if args.model is not None and not args.model.is_dir():
         raise FileNotFoundError(f"{args.model}: no model folder there (a training run's RUN_DIR/model)")

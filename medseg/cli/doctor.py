@@ -173,7 +173,7 @@ def _bundled_model(problems: list[str]) -> dict[str, Any]:
 
         from medseg.errors import MedsegError
         from medseg.models.bundled import bundled_model_path
-        from medseg.training import load_model
+        from medseg.models.folder import load_model
 
         path = bundled_model_path()
         network, pipeline, facts = load_model(path, device="cpu")

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     from medseg.cli._render import progress_bar, stderr, stdout
     from medseg.errors import ConfigError
-    from medseg.evaluation import evaluate, write_evaluation
+    from medseg.workflows.evaluate import evaluate, write_evaluation
 
     for path in (args.predictions, args.references):
         if not path.exists():

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from medseg.cli._render import stdout
     from medseg.cli.pacs import quiet_libraries
     from medseg.pacs.config import load_settings, parse_peer
-    from medseg.pacs.listener import Listener, ListenerOptions
+    from medseg.workflows.listen import Listener, ListenerOptions
 
     quiet_libraries(args)
     if not args.model.is_dir():

@@ -254,7 +254,7 @@ def run_push(args: argparse.Namespace) -> int:
 def run_segment(args: argparse.Namespace) -> int:
     from medseg.cli._render import progress_bar, stdout
     from medseg.pacs.client import connect
-    from medseg.pacs.segment import SegmentOptions, segment_series
+    from medseg.workflows.pacs_segment import SegmentOptions, segment_series
 
     quiet_libraries(args)
     if not args.model.is_dir():

@@ -71,7 +71,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from medseg.cli._render import progress_bar, stdout
     from medseg.errors import ConfigError
-    from medseg.inference.batch import FORMATS, PredictOptions, predict
+    from medseg.workflows.predict import FORMATS, PredictOptions, predict
     from medseg.inference.engine import InferenceSettings
     from medseg.inference.inputs import parse_shard, shard_from_environment
     from medseg.io.dicom import DicomReadOptions

@@ -31,7 +31,7 @@ def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
     try:
         text = Path(path).read_text()
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read pipeline ({exc.strerror or exc})") from None
+        raise ConfigError(f"{path}: cannot read pipeline ({exc.strerror or exc})") from exc
     return parse_pipeline(text, source=str(path))
 
 
@@ -43,14 +43,14 @@ def parse_pipeline(text: str, *, source: str = "<pipeline>") -> Pipeline:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{source}:{mark.line + 1}" if mark is not None else source
-        raise ConfigError(f"{where}: invalid YAML: {exc.problem}") from None
+        raise ConfigError(f"{where}: invalid YAML: {exc.problem}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a pipeline is a mapping of keys (name, modality, labels, ...), got {type(data).__name__}")
     try:
         pipeline = Pipeline.model_validate(data)
     except ValidationError as exc:
         problems = [_describe(error, lines, source) for error in exc.errors()]
-        raise ConfigError("; ".join(problems) if len(problems) < 2 else "\n".join(problems)) from None
+        raise ConfigError("; ".join(problems) if len(problems) < 2 else "\n".join(problems)) from exc
     pipeline._origin = (source, lines)
     return pipeline
 

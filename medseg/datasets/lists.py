@@ -98,7 +98,7 @@ def _read_csv(path: Path, problems: list[CaseProblem]) -> tuple[list[_Row], tupl
             reader = csv.reader(stream)
             table = [(reader.line_num, row) for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"{path}: not a readable CSV file ({exc})") from None
+        raise DatasetError(f"{path}: not a readable CSV file ({exc})") from exc
     table = [(line, [cell.strip() for cell in row]) for line, row in table if any(cell.strip() for cell in row)]
     if not table:
         raise DatasetError(f"{path}: empty; expected a header such as 'case_id,image,label'")

@@ -25,11 +25,11 @@ def read_json(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise DatasetError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise DatasetError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
+        raise DatasetError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from exc
 
 
 def require(data: Mapping[str, Any], key: str, where: str | os.PathLike[str], expected: str) -> Any:

@@ -12,17 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from medseg.errors import InputError
+from medseg.errors import DatasetError, InputError
 
 Layout = Literal["nnunet", "msd", "list"]
 Severity = Literal["error", "warning"]
 
 #: Channel names that mean an MR contrast (compared lower-case, without punctuation).
 _MR_NAME = re.compile(r"^(mri?|t1\w*|t2\w*|flair\w*|adc|dwi\w*|pdw?|swi|dce|dti|hbv|b\d+)$")
-
-
-class DatasetError(InputError):
-    """A dataset cannot be used: its description is malformed, or its cases have errors."""
 
 
 @dataclass(frozen=True)

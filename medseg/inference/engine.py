@@ -130,7 +130,7 @@ class Segmenter:
         metadata: dict[str, Any] | None = None,
         fingerprint: dict[str, Any] | None = None,
     ) -> None:
-        from medseg.training.devices import resolve_device
+        from medseg.models.devices import resolve_device
 
         self.device = resolve_device(device)
         self.network = network.to(self.device).eval()
@@ -158,13 +158,13 @@ class Segmenter:
         device: str | torch.device = "auto",
         settings: InferenceSettings = InferenceSettings(),
     ) -> Segmenter:
-        """Load a model folder (:func:`~medseg.training.model_folder.load_model`) once.
+        """Load a model folder (:func:`~medseg.models.folder.load_model`) once.
 
         Raises:
             ModelError: the folder is missing, incomplete or damaged.
             ConfigError: an unknown device, or CUDA asked for without a GPU.
         """
-        from medseg.training.model_folder import MODEL_FINGERPRINT, load_model
+        from medseg.models.folder import MODEL_FINGERPRINT, load_model
 
         network, pipeline, metadata = load_model(model_dir, device=device)
         fingerprint = None

@@ -166,7 +166,7 @@ class SlidingWindow:
             raise ConfigError(f"mirror axes {list(mirror_axes)} name an axis beyond the network's {dimensions}")
         if not 0.0 <= overlap < 1.0:
             raise ConfigError(f"inference overlap must be at least 0 and below 1, got {overlap}")
-        from medseg.training.devices import autocast  # here: medseg.training imports this module
+        from medseg.models.devices import autocast  # here: medseg.training imports this module
 
         self._autocast = autocast
         self.network = network

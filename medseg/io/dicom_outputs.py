@@ -243,7 +243,7 @@ def _read_header(path: str, what: str) -> Dataset:
     except FileNotFoundError:
         raise InputError(f"{path}: source file is gone; a {what} must reference it") from None
     except (InvalidDicomError, OSError, ValueError) as error:
-        raise InputError(f"{path}: cannot read the source header: {error}") from None
+        raise InputError(f"{path}: cannot read the source header: {error}") from error
 
 
 def _position(header: Dataset, path: str) -> list[float]:

@@ -30,7 +30,7 @@ def read_itk(path: str | os.PathLike[str], *, kind: VolumeKind | str = VolumeKin
         image = sitk.ReadImage(os.fspath(path))
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
-        raise InputError(f"{path}: not a readable image ({first})") from None
+        raise InputError(f"{path}: not a readable image ({first})") from exc
     if image.GetDimension() == 2:
         image = sitk.JoinSeries(image)
     if image.GetDimension() != 3:

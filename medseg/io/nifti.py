@@ -28,7 +28,7 @@ def read_nifti(path: str | os.PathLike[str], *, kind: VolumeKind | str = VolumeK
         image = nib.load(os.fspath(path))
         data = np.asanyarray(image.dataobj)
     except Exception as exc:  # nibabel raises several types for damaged files
-        raise InputError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
     if data.ndim == 5 and data.shape[3] == 1:  # (x, y, z, t=1, c): vector images
         data = data[:, :, :, 0, :]
     if data.ndim == 2:

@@ -446,7 +446,7 @@ def _load(path: str | os.PathLike[str]) -> Dataset:
     try:
         ds = pydicom.dcmread(path)
     except (InvalidDicomError, OSError, ValueError) as error:
-        raise InputError(f"{path}: not a readable DICOM file ({error})") from None
+        raise InputError(f"{path}: not a readable DICOM file ({error})") from error
     if ds.get("SOPClassUID") != RTStructureSetStorage:
         raise InputError(f"{path}: not an RT Structure Set (SOP Class {ds.get('SOPClassUID')})")
     return ds

@@ -130,7 +130,7 @@ def write_seg(
             omit_empty_frames=bool(stack.any()),  # an all-empty mask keeps its frames: a SEG needs one
         )
     except (ValueError, TypeError) as error:
-        raise InputError(f"{path}: highdicom refused the segmentation: {error}") from None
+        raise InputError(f"{path}: highdicom refused the segmentation: {error}") from error
     _add_slice_spacing(seg, labels)
     with atomic_path(path) as tmp:
         seg.save_as(tmp, enforce_file_format=True)
@@ -269,7 +269,7 @@ def _load(path: str | os.PathLike[str]) -> hd.seg.Segmentation:
     try:
         return hd.seg.segread(path)
     except (InvalidDicomError, ValueError, AttributeError, KeyError, TypeError) as error:
-        raise InputError(f"{path}: not a readable DICOM SEG ({error})") from None
+        raise InputError(f"{path}: not a readable DICOM SEG ({error})") from error
 
 
 def _to_volume(

@@ -22,7 +22,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from medseg.errors import GeometryError
+from medseg.errors import ConfigError, GeometryError
 
 _CROSS = ndimage.generate_binary_structure(3, 1)
 
@@ -51,7 +51,7 @@ class SurfaceDistances:
         have a surface.
         """
         if not 0 <= percentile <= 100:
-            raise ValueError(f"percentile must be within 0..100, got {percentile}")
+            raise ConfigError(f"percentile must be within 0..100, got {percentile}")
         if not self.defined:
             return math.nan
         forward = np.percentile(self.prediction_to_reference, percentile)
@@ -73,7 +73,7 @@ class SurfaceDistances:
         empty, NaN when both are.
         """
         if tolerance_mm < 0:
-            raise ValueError(f"tolerance must be 0 mm or more, got {tolerance_mm}")
+            raise ConfigError(f"tolerance must be 0 mm or more, got {tolerance_mm}")
         count = self.prediction_to_reference.size + self.reference_to_prediction.size
         if not count:
             return math.nan

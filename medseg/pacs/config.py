@@ -169,13 +169,13 @@ def read_settings_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         text = Path(path).read_text()
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read PACS settings ({exc.strerror or exc})") from None
+        raise ConfigError(f"{path}: cannot read PACS settings ({exc.strerror or exc})") from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ConfigError(f"{where}: invalid YAML in PACS settings") from None
+        raise ConfigError(f"{where}: invalid YAML in PACS settings") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -300,7 +300,7 @@ def _secret(
         try:
             value = path.read_text().strip()
         except OSError as exc:
-            raise ConfigError(f"{sources[file_key]}: {file_key}: cannot read {path} ({exc.strerror or exc})") from None
+            raise ConfigError(f"{sources[file_key]}: {file_key}: cannot read {path} ({exc.strerror or exc})") from exc
         if not value:
             raise ConfigError(f"{sources[file_key]}: {file_key}: {path} is empty")
         return Secret(value)

@@ -209,11 +209,11 @@ class DicomWebClient:
         except requests.exceptions.HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else 0
             reason = _HTTP_REASONS.get(status, f"the server answered HTTP {status}")
-            raise PacsError(f"{where}: {reason} while {doing}") from None
+            raise PacsError(f"{where}: {reason} while {doing}") from exc
         except requests.exceptions.RequestException as exc:
-            raise PacsError(f"{where}: request failed while {doing} ({type(exc).__name__})") from None
+            raise PacsError(f"{where}: request failed while {doing} ({type(exc).__name__})") from exc
         except (ValueError, KeyError) as exc:  # malformed multipart or JSON answers
-            raise PacsError(f"{where}: unexpected answer while {doing} ({exc})") from None
+            raise PacsError(f"{where}: unexpected answer while {doing} ({exc})") from exc
 
 
 def _qido_value(value: str) -> str:
@@ -245,7 +245,7 @@ def _read_for_store(path: str | os.PathLike[str]) -> tuple[str, Dataset]:
     try:
         return str(path), dcmread(path)
     except (InvalidDicomError, OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable DICOM file ({exc})") from None
+        raise InputError(f"{path}: not a readable DICOM file ({exc})") from exc
 
 
 def _failure_reason(item: Dataset) -> str:

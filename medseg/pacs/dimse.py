@@ -274,7 +274,7 @@ class DimseClient:
         except PacsError:
             raise
         except (ConnectionError, OSError) as exc:
-            raise PacsError(f"{settings.describe()}: connection lost during {doing} ({exc})") from None
+            raise PacsError(f"{settings.describe()}: connection lost during {doing} ({exc})") from exc
         finally:
             if assoc.is_established:
                 assoc.release()
@@ -380,7 +380,7 @@ def _header(path: str | os.PathLike[str]) -> Dataset:
     try:
         ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
     except (InvalidDicomError, OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable DICOM file ({exc})") from None
+        raise InputError(f"{path}: not a readable DICOM file ({exc})") from exc
     if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:
         raise InputError(f"{path}: not a DICOM instance (no SOP Class/Instance UID)")
     return ds

@@ -141,9 +141,9 @@ class Fingerprint:
                 },
             )
         except KeyError as exc:
-            raise InputError(f"fingerprint lacks the entry {exc.args[0]!r}") from None
+            raise InputError(f"fingerprint lacks the entry {exc.args[0]!r}") from exc
         except (TypeError, ValueError, AttributeError) as exc:
-            raise InputError(f"fingerprint has a malformed entry: {exc}") from None
+            raise InputError(f"fingerprint has a malformed entry: {exc}") from exc
 
 
 def compute_fingerprint(

@@ -286,7 +286,7 @@ def plan_pipeline(
         )
     except ValidationError as exc:  # e.g. a hand-made fingerprint with label 0 or an empty name
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"the planned pipeline is invalid: {problems}") from None
+        raise ConfigError(f"the planned pipeline is invalid: {problems}") from exc
     check_patch(pipeline.network, pipeline.training.patch_size)
     log.info(
         "planned %r for %s: %dD, patch %s, batch %d, spacing %s",

@@ -1,23 +1,19 @@
-"""Training: from a dataset to a model folder.
+"""Training: the epochs of a run, from prepared cases to weights.
 
-:func:`train` plans (or takes) a pipeline, splits the cases into folds, prepares
-them once into a cache, runs the epochs with checkpoints, and exports the best
-epoch as a model folder that :func:`load_model` reads back::
+The run itself (plan or take a pipeline, split, cache, train, export) is the workflow
+:func:`medseg.workflows.train.train`; the model folder it writes is read by
+:func:`medseg.models.folder.load_model`::
 
-    from medseg.training import load_model, train
+    from medseg.workflows.train import train
+    from medseg.models.folder import load_model
 
     result = train("/data/Dataset001_Phantom", "runs/phantom", epochs=100, time_limit_minutes=60)
     network, pipeline, facts = load_model(result.model_dir, device="auto")
 
-Modules: :mod:`~medseg.training.run` (``train``), :mod:`~medseg.training.loop`
-(the epochs), :mod:`~medseg.training.state` (checkpoints), :mod:`~medseg.training.records`
-(metrics, curves, TensorBoard), :mod:`~medseg.training.splits` (folds),
-:mod:`~medseg.training.validation` (sliding-window Dice), :mod:`~medseg.training.model_folder`,
+Modules: :mod:`~medseg.training.loop` (the epochs), :mod:`~medseg.training.budget`
+(validation under a time limit), :mod:`~medseg.training.state` (checkpoints),
+:mod:`~medseg.training.records` (metrics, curves, TensorBoard), :mod:`~medseg.training.splits`
+(folds), :mod:`~medseg.training.validation` (sliding-window Dice),
 :mod:`~medseg.training.objectives` (loss, optimiser, schedule) and
 :mod:`~medseg.training.distributed` (several GPUs or nodes under ``torchrun``).
 """
-
-from medseg.training.model_folder import export_model_folder, load_model
-from medseg.training.run import TrainingResult, train
-
-__all__ = ["TrainingResult", "export_model_folder", "load_model", "train"]

@@ -39,7 +39,7 @@ import torch
 import torch.distributed as dist
 
 from medseg.errors import ConfigError, ModelError
-from medseg.training.devices import resolve_device
+from medseg.models.devices import resolve_device
 
 log = logging.getLogger(__name__)
 

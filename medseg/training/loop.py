@@ -40,7 +40,7 @@ from medseg.errors import InputError
 from medseg.models import build_network
 from medseg.planning.compute import pipeline_step_seconds
 from medseg.training.budget import ValidationBudget, export_seconds
-from medseg.training.devices import autocast, grad_scaler
+from medseg.models.devices import autocast, grad_scaler
 from medseg.training.distributed import Distributed
 from medseg.training.objectives import build_loss, build_optimizer, build_schedule, schedule_at
 from medseg.training.records import RunRecords, dice_column, format_epoch

@@ -127,7 +127,7 @@ def read_splits(path: str | os.PathLike[str]) -> list[FoldCases]:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise DatasetError(f"{path}: cannot read the folds ({exc})") from None
+        raise DatasetError(f"{path}: cannot read the folds ({exc})") from exc
     shape = 'a list of {"train": [case ids], "val": [case ids]}, one per fold'
     if not isinstance(data, list) or not data:
         raise DatasetError(f"{path}: expected {shape}")

@@ -83,7 +83,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:  # truncated or foreign
-        raise ModelError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+        raise ModelError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"{path}: not a medseg checkpoint (format {CHECKPOINT_FORMAT})")
     fields = Checkpoint.__dataclass_fields__

@@ -19,7 +19,7 @@ import torch
 
 from medseg.config.schema import Pipeline
 from medseg.inference.window import SLICES_PER_BATCH, SlidingWindow, cpu_window_batch, plan_windows
-from medseg.training.devices import autocast
+from medseg.models.devices import autocast
 
 
 #: Under a time limit, validations overlap their windows by at most this much (MONAI's default):

@@ -33,7 +33,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from medseg.errors import GeometryError
+from medseg.errors import ConfigError, GeometryError
 from medseg.geometry import Geometry
 
 Order = Literal["nearest", "linear"]
@@ -116,7 +116,7 @@ def resample(
     if data.ndim != 4 or tuple(data.shape[1:]) != source.shape:
         raise GeometryError(f"array of shape {list(array.shape)} does not lie on the source grid {list(source.shape)}")
     if order not in ("nearest", "linear"):
-        raise ValueError(f"order must be 'nearest' or 'linear', got {order!r}")
+        raise ConfigError(f"order must be 'nearest' or 'linear', got {order!r}")
     out_dtype = np.dtype(dtype) if dtype is not None else (np.dtype(np.float32) if order == "linear" else data.dtype)
     mapping = index_mapping(source, target)
     linear_part = mapping[:3, :3]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from medseg.geometry import Geometry
-from medseg.inference.batch import PredictOptions, predict
+from medseg.workflows.predict import PredictOptions, predict
 from medseg.inference.engine import Segmenter
 from medseg.inference.records import read_manifest
 from medseg.io import read_image, write_image

@@ -19,7 +19,7 @@ from medseg.inference.postprocess import postprocess
 from medseg.inference.window import cpu_window_batch
 from medseg.models import build_network
 from medseg.synthetic import make_phantom
-from medseg.training.model_folder import export_model_folder
+from medseg.models.folder import export_model_folder
 from medseg.transforms.prepare import prepare_case
 from medseg.transforms.resample import restore_to_source
 from medseg.volume import VolumeKind

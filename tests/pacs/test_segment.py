@@ -11,7 +11,7 @@ import pytest
 from medseg.cli import main
 from medseg.io.dicom_outputs import AlgorithmIdentity
 from medseg.pacs import SeriesQuery, connect, load_settings
-from medseg.pacs.segment import SegmentOptions, result_references, segment_series
+from medseg.workflows.pacs_segment import SegmentOptions, result_references, segment_series
 from tests.pacs.conftest import ct_study, run_cli
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,8 @@ import time
 import pytest
 
 import medseg.training.loop as loop
-from medseg.training import load_model, train
+from medseg.models.folder import load_model
+from medseg.workflows.train import train
 from medseg.training.budget import ValidationBudget, export_seconds
 from medseg.training.records import read_metrics
 

@@ -19,10 +19,10 @@ import torch
 
 from medseg.cli import main
 from medseg.errors import ConfigError
-from medseg.training import load_model
+from medseg.models.folder import load_model
 from medseg.training.distributed import Distributed, launched_by_torchrun, main_process
 from medseg.training.records import read_metrics
-from medseg.training.run import LOCK_FILE, lock_run_dir
+from medseg.workflows.train import LOCK_FILE, lock_run_dir
 from medseg.training.state import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]

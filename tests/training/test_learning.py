@@ -6,7 +6,8 @@ import pytest
 
 from medseg.config import parse_pipeline
 from medseg.synthetic import write_phantom_dataset
-from medseg.training import load_model, train
+from medseg.models.folder import load_model
+from medseg.workflows.train import train
 
 SMALL = """\
 version: 1

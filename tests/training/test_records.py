@@ -6,7 +6,7 @@ import math
 
 from medseg.config import parse_pipeline
 from medseg.training.records import RunRecords, format_epoch, read_metrics
-from medseg.training.resolve import differences, with_epochs
+from medseg.workflows.resolve import differences, with_epochs
 from tests.training.conftest import TINY
 
 ROWS = [

@@ -11,8 +11,9 @@ import torch
 from medseg.config import parse_pipeline
 from medseg.datasets import load_case, open_dataset
 from medseg.errors import ConfigError
-from medseg.training import load_model, train
-from medseg.training.model_folder import file_sha256
+from medseg.models.folder import load_model
+from medseg.workflows.train import train
+from medseg.models.folder import file_sha256
 from medseg.training.state import load_checkpoint
 from medseg.training.records import read_metrics
 from medseg.training.splits import read_splits

@@ -107,7 +107,7 @@ def _read_raw(path: str, frames: list[Frame], out: np.ndarray, positions: list[i
                     raise DicomError(f"{path}: pixel data ends early (file changed since it was scanned?)")
                 out[position] = _fix_bits(np.frombuffer(data, stored_dtype).reshape(out.shape[1:]), encoding)
     except OSError as exc:
-        raise DicomError(f"{path}: cannot read pixel data ({exc.strerror or exc})") from None
+        raise DicomError(f"{path}: cannot read pixel data ({exc.strerror or exc})") from exc
 
 
 def _fix_bits(stored: np.ndarray, encoding: PixelEncoding) -> np.ndarray:
@@ -137,7 +137,7 @@ def _decode_into(out: np.ndarray, job: _Job) -> None:
             everything = pixel_array(source, decoding_plugin=plugin)
             arrays = (everything if everything.ndim == 3 else everything[np.newaxis])[indices]
     except Exception as exc:  # decoders raise many types; name the file whatever it was
-        raise DicomError(f"{path}: cannot decode pixel data ({type(exc).__name__}: {exc})") from None
+        raise DicomError(f"{path}: cannot decode pixel data ({type(exc).__name__}: {exc})") from exc
     if arrays.shape[1:] != out.shape[1:]:
         raise DicomError(f"{path}: image is {arrays.shape[1:]}, the series' other slices {out.shape[1:]}")
     out[positions] = arrays

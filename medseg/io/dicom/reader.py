@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from medseg.errors import DicomError
+from medseg.errors import ConfigError, DicomError
 from medseg.geometry import Geometry
 from medseg.io.dicom.discovery import DicomScan, DicomSeries, scan
 from medseg.io.dicom.pixels import read_stored_values, to_physical
@@ -56,9 +56,9 @@ class DicomReadOptions:
 
     def __post_init__(self) -> None:
         if self.irregular not in ("refuse", "resample"):
-            raise ValueError(f"irregular must be 'refuse' or 'resample', got {self.irregular!r}")
+            raise ConfigError(f"irregular must be 'refuse' or 'resample', got {self.irregular!r}")
         if self.tilt not in ("resample", "keep", "refuse"):
-            raise ValueError(f"tilt must be 'resample', 'keep' or 'refuse', got {self.tilt!r}")
+            raise ConfigError(f"tilt must be 'resample', 'keep' or 'refuse', got {self.tilt!r}")
 
 
 def read_series(

@@ -1,10 +1,10 @@
 """The model that ships with medseg: a small CT phantom segmenter (liver, spleen, kidney).
 
-It is an ordinary model folder (see :mod:`medseg.training.model_folder`), installed
+It is an ordinary model folder (see :mod:`medseg.models.folder`), installed
 as package data and never downloaded::
 
     from medseg.models.bundled import bundled_model_path
-    from medseg.training import load_model
+    from medseg.models.folder import load_model
 
     network, pipeline, facts = load_model(bundled_model_path())
 

@@ -8,7 +8,7 @@ are left out):
    which carries a hash of the weights) and that references the series means the
    series is done, and it is skipped;
 2. the series is pulled into ``WORK/images/<series>/`` (a completed pull is not repeated);
-3. :func:`medseg.inference.batch.predict` writes ``WORK/results/<series>/<series>.seg.dcm``
+3. :func:`medseg.workflows.predict.predict` writes ``WORK/results/<series>/<series>.seg.dcm``
    (and ``.rtstruct.dcm``), with its own manifest and ``run.json`` in ``WORK/results``;
 4. the SEG/RTSTRUCT files are pushed, and the pulled images removed (unless kept).
 
@@ -79,7 +79,7 @@ class SegmentOptions:
     inference: InferenceSettings = field(default_factory=InferenceSettings)
 
     def __post_init__(self) -> None:
-        from medseg.inference.batch import FORMATS
+        from medseg.workflows.predict import FORMATS
 
         unknown = [f for f in self.formats if f not in FORMATS]
         if unknown:
@@ -142,7 +142,7 @@ def segment_series(
         PacsError: the query itself failed (a failing series is reported, not raised).
         ModelError: the model cannot be loaded.
     """
-    from medseg.inference.batch import PredictOptions
+    from medseg.workflows.predict import PredictOptions
 
     started = time.monotonic()
     options = options or SegmentOptions()
@@ -241,11 +241,11 @@ def _segment_one(
     series: SeriesInfo,
     work: Path,
     segmenter: Segmenter,
-    predict_options,  # medseg.inference.batch.PredictOptions
+    predict_options,  # medseg.workflows.predict.PredictOptions
     options: SegmentOptions,
     progress: Progress | None,
 ) -> SeriesResult:
-    from medseg.inference.batch import predict
+    from medseg.workflows.predict import predict
 
     name = folder_name(series.series_uid)
     images = work / "images" / name

@@ -79,7 +79,7 @@ class PredictOptions:
     def __post_init__(self) -> None:
         unknown = [f for f in self.formats if f not in FORMATS]
         if unknown or not self.formats:
-            raise InputError(f"unknown output format(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)}")
+            raise ConfigError(f"formats: unknown output format(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)}")
 
 
 @dataclass(frozen=True)

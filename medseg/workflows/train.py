@@ -39,7 +39,7 @@ from typing import Any, Literal
 from medseg.config.schema import Pipeline
 from medseg.errors import ConfigError
 from medseg.io.files import write_atomically
-from medseg.training.devices import compute_settings
+from medseg.models.devices import compute_settings
 from medseg.training.distributed import Distributed, process_group
 from medseg.training.loop import (
     CHECKPOINT_DIR,
@@ -50,9 +50,9 @@ from medseg.training.loop import (
     Trainer,
     unique_names,
 )
-from medseg.training.model_folder import export_model_folder
+from medseg.models.folder import export_model_folder
 from medseg.training.records import RunRecords
-from medseg.training.resolve import ResolvedPipeline, resolve_pipeline
+from medseg.workflows.resolve import ResolvedPipeline, resolve_pipeline
 from medseg.training.splits import Fold, FoldCases, load_or_make_splits, select_fold
 from medseg.training.state import Checkpoint, load_checkpoint
 from medseg.transforms.prepare import PreparedCase

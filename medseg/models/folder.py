@@ -110,7 +110,7 @@ def load_model(
             recorded hash, or do not fit the network the pipeline describes.
     """
     from medseg.models import build_network
-    from medseg.training.devices import resolve_device
+    from medseg.models.devices import resolve_device
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -121,7 +121,7 @@ def load_model(
     try:
         metadata = json.loads((folder / MODEL_METADATA).read_text())
     except (OSError, ValueError) as exc:
-        raise ModelError(f"{folder / MODEL_METADATA}: unreadable ({exc})") from None
+        raise ModelError(f"{folder / MODEL_METADATA}: unreadable ({exc})") from exc
     if not isinstance(metadata, dict):
         raise ModelError(f"{folder / MODEL_METADATA}: expected a JSON object")
     if metadata.get("format", MODEL_FORMAT) > MODEL_FORMAT:
@@ -132,12 +132,12 @@ def load_model(
     try:
         pipeline = load_pipeline(folder / MODEL_PIPELINE)
     except ConfigError as exc:
-        raise ModelError(f"model folder {folder}: {exc}") from None
+        raise ModelError(f"model folder {folder}: {exc}") from exc
     target = resolve_device(device)
     try:
         state = torch.load(folder / MODEL_WEIGHTS, map_location="cpu", weights_only=True)
     except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:  # truncated or foreign
-        raise ModelError(f"{folder / MODEL_WEIGHTS}: unreadable weights ({type(exc).__name__}: {exc})") from None
+        raise ModelError(f"{folder / MODEL_WEIGHTS}: unreadable weights ({type(exc).__name__}: {exc})") from exc
     network = build_network(
         pipeline.network, in_channels=len(pipeline.preprocessing.channels), out_channels=pipeline.num_classes
     )
@@ -145,7 +145,7 @@ def load_model(
         network.load_state_dict(state)
     except (RuntimeError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0]
-        raise ModelError(f"{folder / MODEL_WEIGHTS}: the weights do not fit the pipeline's network ({first})") from None
+        raise ModelError(f"{folder / MODEL_WEIGHTS}: the weights do not fit the pipeline's network ({first})") from exc
     return network.to(target).eval(), pipeline, metadata
 
 

@@ -8,7 +8,7 @@ Workflow, for a storage folder ``STORAGE``:
    instance is never lost;
 2. a series counts as complete once no instance of it has arrived for ``quiet_time``
    seconds; it then waits in a bounded queue for the worker thread, which segments it
-   with :func:`medseg.inference.batch.predict` into ``STORAGE/results``;
+   with :func:`medseg.workflows.predict.predict` into ``STORAGE/results``;
 3. the SEG (and RTSTRUCT) are sent by C-STORE to the forward peer, or back to the
    sender: its calling AE title at its address, on ``return_port``.
 
@@ -198,7 +198,7 @@ class Listener:
             self._server = ae.start_server((self.options.host, self.options.port), block=False, evt_handlers=handlers)
         except OSError as exc:
             where = f"{self.options.host}:{self.options.port}"
-            raise PacsError(f"cannot listen on {where} ({exc.strerror or exc})") from None
+            raise PacsError(f"cannot listen on {where} ({exc.strerror or exc})") from exc
         self._ae = ae
         self._stopping.clear()
         for target, name in ((self._watch, "medseg-listen-watch"), (self._work, "medseg-listen-worker")):
@@ -333,7 +333,7 @@ class Listener:
                         self._save_state(series)
 
     def _segment(self, series: _Series) -> None:
-        from medseg.inference.batch import PredictOptions, predict
+        from medseg.workflows.predict import PredictOptions, predict
 
         options = PredictOptions(
             formats=self.options.formats, device=self.options.device, inference=self.options.inference, overwrite=True

@@ -139,7 +139,7 @@ def run_demo(
             results are replaced).
         device: ``auto``, ``cpu`` or ``cuda``.
         model: a model folder to use instead of the bundled one.
-        progress: ``(stage, done, total)`` callbacks from :func:`medseg.inference.batch.predict`.
+        progress: ``(stage, done, total)`` callbacks from :func:`medseg.workflows.predict.predict`.
 
     Returns:
         The files written, Dice per label and timings. A Dice at or below
@@ -149,8 +149,8 @@ def run_demo(
         InputError: ``output`` is a file, or a folder holding other things than a demo's.
         ModelError: the model cannot be loaded, or the sample scan could not be segmented.
     """
-    from medseg.evaluation import evaluate, write_evaluation
-    from medseg.inference.batch import PredictOptions, predict
+    from medseg.workflows.evaluate import evaluate, write_evaluation
+    from medseg.workflows.predict import PredictOptions, predict
     from medseg.models.bundled import bundled_model_path
 
     started = time.monotonic()
