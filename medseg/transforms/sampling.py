@@ -118,10 +118,15 @@ class PatchSampler:
         share = self.batch_size * self.pipeline.training.foreground_oversampling
         forced = int(share) + int(self._rng.random() < share - int(share))
         images, labels = [], []
-        for index in range(self.batch_size):
-            image, label = self._sample(force_foreground=index < forced)
-            images.append(image)
-            labels.append(label)
+        tracking = get_track_meta()
+        set_track_meta(False)  # MONAI's steps hand back plain tensors, without metadata to carry along
+        try:
+            for index in range(self.batch_size):
+                image, label = self._sample(force_foreground=index < forced)
+                images.append(image)
+                labels.append(label)
+        finally:
+            set_track_meta(tracking)
         return torch.stack(images), torch.stack(labels).to(torch.int64)
 
     # -- one sample -------------------------------------------------------------------
@@ -162,13 +167,10 @@ class PatchSampler:
         return image.contiguous(), label.contiguous()
 
     def _augment(self, image: torch.Tensor, label: torch.Tensor, spacing: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The steps after the spatial one, on plain tensors (MONAI's metadata tracking is off meanwhile)."""
-        tracking = get_track_meta()
-        set_track_meta(False)
-        try:
-            item = self._steps({"image": image, "label": label, "spacing": tuple(float(v) for v in spacing)})
-        finally:
-            set_track_meta(tracking)
+        """The steps after the spatial one, in order (called one by one: ``Compose.__call__`` costs ~0.5 ms a patch)."""
+        item = {"image": image, "label": label, "spacing": tuple(float(v) for v in spacing)}
+        for step in self._steps.transforms:
+            item = step(item)
         return torch.as_tensor(item["image"], dtype=torch.float32), torch.as_tensor(item["label"]).to(label.dtype)
 
     def _foreground_voxel(self, number: int) -> np.ndarray | None:

@@ -48,7 +48,7 @@ def resolve_pipeline(
     device: str = "auto",
     progress: Any = None,
 ) -> ResolvedPipeline:
-    """The run's pipeline: see :func:`medseg.training.train` for the rules.
+    """The run's pipeline: see :func:`medseg.workflows.train.train` for the rules.
 
     ``device`` (``"cpu"`` or ``"cuda"``, the device training runs on) is what an ``"auto"``
     pipeline is planned for.

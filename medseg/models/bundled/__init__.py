@@ -33,7 +33,7 @@ def bundled_model_path() -> Path:
     """The folder of the bundled phantom model, as installed with the package.
 
     Returns:
-        A model folder for :func:`medseg.training.load_model` or ``medseg predict --model``.
+        A model folder for :func:`medseg.models.folder.load_model` or ``medseg predict --model``.
 
     Raises:
         ModelError: the installation lacks the model's files (e.g. a package built
