@@ -233,6 +233,8 @@ def plan_settings(plan: Path) -> tuple[dict[str, Any], int | None]:
     """The plan's figures worth recording, and its iterations per epoch (None when unknown)."""
     import yaml
 
+    from medseg.config import load_pipeline
+
     raw = yaml.safe_load(plan.read_text()) or {}
     network, training = raw.get("network", {}), raw.get("training", {})
     preprocessing = raw.get("preprocessing", {})
@@ -243,7 +245,8 @@ def plan_settings(plan: Path) -> tuple[dict[str, Any], int | None]:
         "batch": training.get("batch_size"),
         "filters": network.get("filters"),
         "normalization": [c.get("normalization", {}).get("scheme") for c in preprocessing.get("channels", [])],
-        "flip_axes": training.get("augmentation", {}).get("flip_axes"),
+        "flip_axes": load_pipeline(plan).training.flip_axes,
+        "augmentation": [step.get("name") for step in training.get("augmentation") or [] if isinstance(step, dict)],
         "mirror_axes": raw.get("inference", {}).get("mirror_axes"),
     }
     iterations = training.get("iterations_per_epoch")
