@@ -26,7 +26,7 @@ from pathlib import Path
 from medseg.geometry import Geometry
 from medseg.io import write_nifti
 from medseg.io.dicom.writer import write_dicom_series
-from medseg.demo import SAMPLE_SPEC
+from medseg.workflows.demo import SAMPLE_SPEC
 from medseg.synthetic import PHANTOM_DATASET_NAMES, make_phantom, write_phantom_dataset
 
 SPEC = SAMPLE_SPEC  # the sample scan `medseg demo` regenerates when run from an installed package

@@ -34,6 +34,10 @@ least-squares fit of the relative error gave 0.0169 s per GMAC, 115 s per G unit
 the rms 17%, and all estimates fall within 32% of their measurement but one
 outlying measurement (47%). Networks of 16-32 filters run at 27-45 GMAC/s on one
 thread here, 8-filter ones at 15-17 (their convolutions are too narrow).
+On a 2-vCPU Intel Xeon VM the balance differs: relative to the 16-filter
+reference network that :mod:`medseg.planning.calibrate` times, an 8-filter network
+at 64x64x32 took 1.6-1.7x the formula's share (memory traffic costs more there), so
+plans of narrow networks on such machines run somewhat slower than planned.
 
 Threads: at an idle moment the same machine took a step of the 48x48x24,
 16-filter network in 0.26 s on two threads against 0.58 s of CPU time on one,

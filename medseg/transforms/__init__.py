@@ -14,6 +14,7 @@ for augmentation); nothing here reads files except :class:`CaseCache`.
 from medseg.transforms.cache import CACHE_FORMAT, CaseCache, cache_key, file_stamp
 from medseg.transforms.normalize import nonzero_box, normalize
 from medseg.transforms.prepare import PreparedCase, class_locations, prepare_case, prepared_spacing
+from medseg.transforms.preprocess import CropToNonzerod, NormalizeChannelsd, ResampleToSpacingd, preprocessing
 from medseg.transforms.resample import resample, restore_to_source, target_grid
 from medseg.transforms.sampling import PatchSampler, crop_padded
 from medseg.transforms.stream import BatchStream, worker_seed
@@ -22,8 +23,11 @@ __all__ = [
     "CACHE_FORMAT",
     "BatchStream",
     "CaseCache",
+    "CropToNonzerod",
+    "NormalizeChannelsd",
     "PatchSampler",
     "PreparedCase",
+    "ResampleToSpacingd",
     "cache_key",
     "class_locations",
     "crop_padded",
@@ -31,6 +35,7 @@ __all__ = [
     "nonzero_box",
     "normalize",
     "prepare_case",
+    "preprocessing",
     "prepared_spacing",
     "resample",
     "restore_to_source",

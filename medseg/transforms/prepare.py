@@ -1,11 +1,12 @@
 """One case brought onto the grid the network sees: cropped, resampled, normalised.
 
-:func:`prepare_case` does, in this order:
+:func:`prepare_case` runs the MONAI dictionary transforms of
+:func:`medseg.transforms.preprocess.preprocessing`, in this order:
 
 1. ``crop_to_nonzero``: cut both volumes to the bounding box of voxels that are
    non-zero in any image channel (on the source grid, so the box is exact); the
    grid's origin moves to the box's first voxel.
-2. Resample to ``preprocessing.spacing`` with :func:`medseg.transforms.resample.target_grid`
+2. Resample to ``preprocessing.spacing`` on :func:`medseg.transforms.resample.target_grid`
    (origin and axes kept; see there where every voxel centre goes): linear for
    the image, nearest for the label map. A 2D pipeline resamples only ``i`` and
    ``j``; its slices (``k``) are kept as they are.
@@ -29,8 +30,7 @@ import numpy as np
 from medseg.config.schema import Pipeline
 from medseg.errors import InputError
 from medseg.geometry import Geometry
-from medseg.transforms.normalize import nonzero_box, normalize
-from medseg.transforms.resample import resample, target_grid
+from medseg.transforms.preprocess import preprocessing
 from medseg.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -151,33 +151,19 @@ def prepare_case(image: Volume, label: Volume | None, pipeline: Pipeline, *, cas
         )
     if label is not None:
         image.geometry.require_same_grid(label.geometry, tolerance_mm=0.01, what=f"{what}: image and label grids")
-    source_geometry = image.geometry
-    image_array, label_array, geometry = image.array, None if label is None else label.array, image.geometry
-    if settings.crop_to_nonzero:
-        box = nonzero_box(image_array)
-        if box is None:
-            log.warning("%s: image is zero everywhere; not cropped", what)
-        else:
-            image_array = image_array[(slice(None), *box)]
-            label_array = None if label_array is None else label_array[(slice(None), *box)]
-            start = [s.start for s in box]
-            affine = geometry.affine_lps
-            affine[:3, 3] = geometry.index_to_physical(start)
-            geometry = Geometry([s.stop - s.start for s in box], affine, geometry.frame_of_reference_uid)
-    target = target_grid(geometry, prepared_spacing(geometry, pipeline))
-    prepared = resample(image_array, geometry, target, order="linear", dtype=np.float32)
-    prepared_label = None
-    if label_array is not None:
-        top = int(label_array.max()) if label_array.size else 0
+    item: dict[str, object] = {"image": image.array, "geometry": image.geometry, "case_id": what}
+    label_dtype: type = np.uint8
+    if label is not None:
+        top = int(label.array.max()) if label.array.size else 0
         if top > np.iinfo(np.int16).max:
             raise InputError(f"{what}: label value {top} is beyond what training supports (32767)")
-        dtype = np.uint8 if top <= 255 else np.int16
-        prepared_label = resample(label_array, geometry, target, order="nearest", dtype=dtype)
-    mask = np.any(prepared != 0, axis=0) if settings.crop_to_nonzero else None
-    normalize(prepared, [c.normalization for c in settings.channels], mask=mask)
+        label_dtype = np.uint8 if top <= 255 else np.int16
+        item["label"] = label.array
+    item = preprocessing(pipeline, label_dtype=label_dtype)(item)
+    prepared, prepared_label, target = item["image"], item.get("label"), item["geometry"]
     locations = None if prepared_label is None else class_locations(prepared_label, seed=_stable_seed(case_id))
-    log.debug("prepared %s: %s -> %s", what, list(source_geometry.shape), list(target.shape))
-    return PreparedCase(case_id, prepared, prepared_label, target, source_geometry, locations)
+    log.debug("prepared %s: %s -> %s", what, list(image.geometry.shape), list(target.shape))
+    return PreparedCase(case_id, prepared, prepared_label, target, image.geometry, locations)
 
 
 def class_locations(label: np.ndarray, *, seed: int = 0) -> dict[int, np.ndarray]:

