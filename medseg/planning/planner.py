@@ -85,8 +85,12 @@ ITERATIONS_PER_EPOCH = 250
 #: On a CPU, shorter epochs: a time-limited run of minutes then still anneals its learning rate
 #: in fine steps, may validate between epochs, and loses less to an interruption.
 CPU_ITERATIONS_PER_EPOCH = 100
-#: On a CPU: filters of the first level, and their cap (a quarter of the work per voxel of nnU-Net's 32).
-CPU_BASE_FILTERS = 16
+#: On a CPU: filters of the first level, and their cap. 3D: 16, a quarter of the work per voxel of
+#: nnU-Net's 32. 2D: 8, because every level of a 2D U-Net costs about as much as the first (the
+#: feature map shrinks 4x per level, the filters' square grows 4x): at 16 a 2D network took 1.8 us
+#: per voxel at inference on two cores, 4.7x the MONAI recipe's 3D UNet (whose first convolution
+#: already strides); at 8, 0.6-0.7 us (2026-12-03, this project's 2-vCPU machine).
+CPU_BASE_FILTERS = {2: 8, 3: 16}
 CPU_MAX_FILTERS = {2: 256, 3: 128}
 #: On a CPU: the estimated time of one training step (s, data loading excluded) the network and patch must fit,
 #: so that a 10-minute run takes about two thousand steps.
@@ -112,9 +116,8 @@ class _Budget:
     def on_cpu(self) -> bool:
         return self.device == "cpu"
 
-    @property
-    def base_filters(self) -> int:
-        return CPU_BASE_FILTERS if self.on_cpu else BASE_FILTERS
+    def base_filters(self, dims: int) -> int:
+        return CPU_BASE_FILTERS[dims] if self.on_cpu else BASE_FILTERS
 
     @property
     def iterations_per_epoch(self) -> int:
@@ -416,7 +419,7 @@ def _network(topology: Topology, budget: _Budget) -> Network:
     heads = min(MAX_HEADS, levels - 2)
     return Network(
         dimensions=dims,  # type: ignore[arg-type]
-        filters=[min(budget.base_filters * 2**level, budget.max_filters(dims)) for level in range(levels)],
+        filters=[min(budget.base_filters(dims) * 2**level, budget.max_filters(dims)) for level in range(levels)],
         kernel_sizes=[list(k) for k in topology.kernel_sizes],
         strides=[list(s) for s in topology.strides],
         deep_supervision=True,
@@ -658,12 +661,12 @@ def _network_comments(fit: _PatchFit, spacing: Sequence[float], budget: _Budget)
     dims = len(spacing)
     flat = [a for a in range(dims) if any(k[a] == 1 for k in topology.kernel_sizes)]
     filters = (
-        f"{budget.base_filters} doubling per level, capped at {budget.max_filters(dims)} ({topology.levels} levels)"
+        f"{budget.base_filters(dims)} doubling per level, capped at {budget.max_filters(dims)} ({topology.levels} levels)"
     )
     if budget.on_cpu:
         filters = (
             f"planned for a CPU: {filters}; nnU-Net's {BASE_FILTERS} (capped at {MAX_FILTERS[dims]}) would cost "
-            f"about {(BASE_FILTERS / CPU_BASE_FILTERS) ** 2:g}x the multiply-accumulates per voxel"
+            f"about {(BASE_FILTERS / CPU_BASE_FILTERS[dims]) ** 2:g}x the multiply-accumulates per voxel"
         )
     comments = {
         "network.filters": filters,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from medseg.config.schema import Pipeline
-from medseg.inference.window import SLICES_PER_BATCH, SlidingWindow, cpu_window_batch, plan_windows
+from medseg.inference.window import SlidingWindow, cpu_window_batch, plan_windows, slices_per_batch
 from medseg.models.devices import autocast
 
 
@@ -72,8 +72,8 @@ def window_count(
     if overlap is None:
         overlap = validation_overlap(pipeline.inference.overlap)
     windows = plan_windows(shape, roi, overlap).count
-    batch = window_batch(pipeline, device or torch.device("cpu"))
-    per_pass = batch * (SLICES_PER_BATCH if len(patch) == 2 else 1)
+    device = device or torch.device("cpu")
+    per_pass = window_batch(pipeline, device) * (slices_per_batch(patch, device) if len(patch) == 2 else 1)
     return math.ceil(windows / per_pass)
 
 
@@ -85,7 +85,7 @@ def time_window(network: torch.nn.Module, pipeline: Pipeline, *, device: torch.d
     instance normalisation keeps no running statistics, so nothing it learns changes.
     """
     patch = list(pipeline.training.patch_size)
-    batch = window_batch(pipeline, device) * (SLICES_PER_BATCH if len(patch) == 2 else 1)
+    batch = window_batch(pipeline, device) * (slices_per_batch(patch, device) if len(patch) == 2 else 1)
     channels = len(pipeline.preprocessing.channels)
     window = torch.zeros(batch, channels, *patch, device=device)
     was_training = network.training

@@ -16,7 +16,7 @@ from medseg.config import parse_pipeline
 from medseg.errors import ConfigError, InputError
 from medseg.inference.engine import CPU_OVERLAP, InferenceSettings, Segmenter, segments_of
 from medseg.inference.postprocess import postprocess
-from medseg.inference.window import cpu_window_batch
+from medseg.inference.window import cpu_window_batch, slices_per_batch
 from medseg.models import build_network
 from medseg.synthetic import make_phantom
 from medseg.models.folder import export_model_folder
@@ -174,6 +174,10 @@ def test_settings_defaults_on_the_cpu_and_overrides():
     assert torch.allclose(default.window().logits(image), one_by_one, atol=1e-5)
     assert cpu_window_batch([128, 128, 64], 1) == 1 and cpu_window_batch([32, 32], 1) == 1
     assert cpu_window_batch([32, 32, 16], 2) == 4 and cpu_window_batch([32, 32, 16], 8) == 8
+    # 2D: on the CPU, slices per pass only up to 64^3 voxels; on a GPU, 16.
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert slices_per_batch([256, 224], cpu) == 4 and slices_per_batch([64, 64], cpu) == 16
+    assert slices_per_batch([1024, 1024], cpu) == 1 and slices_per_batch([256, 224], gpu) == 16
     chosen = make_segmenter(pipeline, overlap=0.6, tta=True, batch_size=3)
     assert chosen.overlap == 0.6 and chosen.mirror_axes == (0, 1, 2) and chosen.batch_size == 3
     for bad in ({"overlap": 1.0}, {"overlap": -0.1}, {"batch_size": 0}, {"batch_size": 1.5}):

@@ -21,7 +21,7 @@ from medseg.planning import (
 )
 from medseg.planning.context import CPU_CONTEXT_SHARE, MIN_LABEL_VOXELS
 from medseg.planning.spacing import choose_spacing
-from medseg.planning.planner import CPU_STEP_SECONDS, CPU_TRAINING_HOURS
+from medseg.planning.planner import CPU_BASE_FILTERS, CPU_STEP_SECONDS, CPU_TRAINING_HOURS
 from medseg.planning.topology import round_up
 from medseg.synthetic import PhantomSpec, make_phantom
 from tests.planning.fingerprints import CT_STATS, abdominal_ct, fingerprint, prostate_mr
@@ -41,7 +41,7 @@ def phantom_fingerprint() -> Fingerprint:
     return compute_fingerprint(cases, modality="CT", channel_names=["CT"], labels=LABELS)
 
 
-def _consistent(pipeline, fp: Fingerprint, memory_gb: float, *, base_filters: int = 32) -> None:
+def _consistent(pipeline, fp: Fingerprint, memory_gb: float, *, base_filters: int | dict[int, int] = 32) -> None:
     """What every plan must satisfy."""
     network, training = pipeline.network, pipeline.training
     dims = network.dimensions
@@ -53,7 +53,8 @@ def _consistent(pipeline, fp: Fingerprint, memory_gb: float, *, base_filters: in
     assert network.strides[0] == [1] * dims
     assert all(k == 3 for ks, ss in zip(network.kernel_sizes, network.strides) for k, s in zip(ks, ss) if s > 1)
     assert all(p // d >= 4 for p, d in zip(patch, divisor))  # the bottleneck is at least 4 voxels wide
-    assert network.filters[0] == base_filters and max(network.filters) <= {2: 512, 3: 320}[dims]
+    base = base_filters[dims] if isinstance(base_filters, dict) else base_filters
+    assert network.filters[0] == base and max(network.filters) <= {2: 512, 3: 320}[dims]
     median = fp.median_shape_at(pipeline.preprocessing.spacing)[:dims]
     assert all(p <= m for p, m in zip(patch, round_up(median, divisor)))  # never beyond the median image
     assert math.prod(patch) <= {2: 2048**2, 3: 256**3}[dims]
@@ -308,7 +309,7 @@ def test_every_cpu_plan_is_self_consistent_and_fits_a_step_budget(case):
     fp = CASES[case]()
     for dimensions in ("auto", 2):
         pipeline, comments = plan_pipeline(fp, name=case, memory_gb=2.0, dimensions=dimensions, device="cpu")
-        _consistent(pipeline, fp, 2.0, base_filters=16)
+        _consistent(pipeline, fp, 2.0, base_filters=CPU_BASE_FILTERS)
         assert max(pipeline.network.filters) <= {2: 256, 3: 128}[pipeline.network.dimensions]
         seconds = pipeline_step_seconds(pipeline, threads=2)
         assert seconds <= CPU_STEP_SECONDS or "cannot shrink further" in comments["training.patch_size"]
@@ -339,7 +340,7 @@ def test_phantoms_on_a_cpu_get_a_narrow_net_and_a_patch_for_a_quarter_second_ste
     assert "2 CPU threads" in comments["training.patch_size"] and "shrunk" in comments["training.patch_size"]
     assert "0.25 s on 2 CPU threads allows" in comments["training.batch_size"]
     assert "a CPU (2 CPU threads" in cpu.description
-    _consistent(cpu, phantom_fingerprint, 2.0, base_filters=16)
+    _consistent(cpu, phantom_fingerprint, 2.0, base_filters=CPU_BASE_FILTERS)
 
 
 def test_more_cpu_threads_allow_a_larger_patch(phantom_fingerprint):
@@ -438,7 +439,7 @@ def test_a_cpu_budget_trades_resolution_for_context():
     assert "WARNING" not in comments["training.patch_size"]
     assert "x the full-resolution spacing" in pipeline.description
     assert pipeline.training.planned_step_seconds == pytest.approx(pipeline_step_seconds(pipeline, threads=2), 0.01)
-    _consistent(pipeline, fp, 2.0, base_filters=16)
+    _consistent(pipeline, fp, 2.0, base_filters=CPU_BASE_FILTERS)
 
 
 def test_small_labels_limit_the_coarsening_and_the_plan_says_so(caplog):
