@@ -76,12 +76,6 @@ START_VOXELS = {2: 2048**2, 3: 256**3}
 MIN_PATCH_EDGE = 8
 #: Batch size at least 2; at most what covers 5% of the dataset's voxels (against overfitting).
 MIN_BATCH = 2
-#: ... except for a 2D network on a CPU: one whole slice per step rather than two pieces of slices.
-#: Its patch then covers the median slice, which a sliding window at inference takes in one window
-#: (instance norm makes a network trained on pieces worse on windows larger than its patch: slices2d,
-#: mean Dice 0.867 with 192 x 192 windows, 0.822 with whole-slice ones), where pieces cover a
-#: 280 x 280 slice with four 256 x 224 windows: 2.9 times its pixels through the network.
-CPU_MIN_BATCH_2D = 1
 MAX_DATASET_FRACTION = 0.05
 #: Deep supervision heads besides the full-resolution output (at 1/2 and 1/4 resolution).
 MAX_HEADS = 2
@@ -122,9 +116,6 @@ class _Budget:
     def on_cpu(self) -> bool:
         return self.device == "cpu"
 
-    def min_batch(self, dims: int) -> int:
-        return CPU_MIN_BATCH_2D if self.on_cpu and dims == 2 else MIN_BATCH
-
     def base_filters(self, dims: int) -> int:
         return CPU_BASE_FILTERS[dims] if self.on_cpu else BASE_FILTERS
 
@@ -155,7 +146,7 @@ class _PatchFit:
     network: Network
     memory_gb: float
     shrinks: int
-    seconds: float | None = None  # on a CPU: the estimated step time at the budget's smallest batch
+    seconds: float | None = None  # on a CPU: the estimated step time at batch MIN_BATCH
     start_seconds: float | None = None  # ... and that of the first patch tried
     over_time: bool = False  # on a CPU: even the smallest patch is over the step budget
 
@@ -446,7 +437,7 @@ def _topology(spacing: Sequence[float], patch: Sequence[int]) -> tuple[tuple[int
 def _fit_patch(
     spacing: Sequence[float], median: Sequence[int], budget: _Budget, in_channels: int, num_classes: int
 ) -> _PatchFit:
-    """The largest patch (up to the median shape) whose training step at the smallest batch fits the budget.
+    """The largest patch (up to the median shape) whose training step at batch 2 fits the budget.
 
     Starts from a patch with the aspect ratio of 1/spacing, clipped to the median
     shape; while too large (memory, and on a CPU the step's time), shrinks the axis
@@ -462,7 +453,6 @@ def _fit_patch(
     patch, topology = _topology(spacing, start)
     shrinks = 0
     start_seconds = None
-    batch = budget.min_batch(dims)
     while True:
         if topology.levels < MIN_LEVELS:
             raise ConfigError(
@@ -471,11 +461,11 @@ def _fit_patch(
             )
         network = _network(topology, budget)
         need = estimate_memory_gb(
-            network, patch, batch_size=batch, in_channels=in_channels, num_classes=num_classes
+            network, patch, batch_size=MIN_BATCH, in_channels=in_channels, num_classes=num_classes
         )
         seconds = None
         if budget.on_cpu:
-            seconds = budget.seconds(network, patch, batch, in_channels, num_classes)
+            seconds = budget.seconds(network, patch, MIN_BATCH, in_channels, num_classes)
             start_seconds = seconds if start_seconds is None else start_seconds
         fits_time = seconds is None or seconds <= CPU_STEP_SECONDS
         if need <= budget.memory_gb and fits_time:
@@ -487,7 +477,7 @@ def _fit_patch(
                 return _PatchFit(patch, start, topology, network, need, shrinks, seconds, start_seconds, True)
             raise ConfigError(
                 f"memory_gb={budget.memory_gb:g} is too small: the smallest patch, {_shape(patch)} voxels, needs "
-                f"{need:.2f} GiB at batch size {batch}"
+                f"{need:.2f} GiB at batch size {MIN_BATCH}"
             )
         patch, topology = smaller
         shrinks += 1
@@ -544,12 +534,11 @@ def _batch_size(
             f"a step of {CPU_STEP_SECONDS:g} s on {budget.where} allows {by_time} "
             f"(about {seconds - fixed:.3f} s each); "
         )
-    least = budget.min_batch(len(fit.patch))
-    batch = max(min(limits), least)
+    batch = max(min(limits), MIN_BATCH)
     reason = (
         f"{batch}: {compute}memory allows {by_memory} patches ({per_patch:.2f} GiB each + {need(0):.2f} GiB for "
         f"weights and framework); {by_dataset} would cover {MAX_DATASET_FRACTION:.0%} of the dataset's voxels "
-        f"({fingerprint.num_cases} x {_shape(median_shape)}); at least {least}"
+        f"({fingerprint.num_cases} x {_shape(median_shape)}); at least {MIN_BATCH}"
     )
     return batch, reason
 
@@ -592,7 +581,7 @@ def _epochs(
         )
     return epochs, (
         f"{reason}: {epochs} epochs x {budget.iterations_per_epoch} iterations = "
-        f"{epochs * budget.iterations_per_epoch:,} steps of {batch} patch{'es' if batch > 1 else ''}"
+        f"{epochs * budget.iterations_per_epoch:,} steps of {batch} patches"
     )
 
 
@@ -635,7 +624,6 @@ def _ct_normalization(stats: ChannelStats) -> tuple[Normalization, str]:
 
 def _patch_comments(fit: _PatchFit, median: Sequence[int], budget: _Budget) -> dict[str, str]:
     memory_gb = budget.memory_gb
-    batch = budget.min_batch(len(median))
     if budget.on_cpu:
         over = " (still over: the smallest patch)" if fit.over_time else ""
         relation = ">" if fit.over_time else "<="
@@ -643,21 +631,21 @@ def _patch_comments(fit: _PatchFit, median: Sequence[int], budget: _Budget) -> d
         if fit.shrinks:
             how = (
                 f"planned for a CPU: shrunk {fit.shrinks} time(s) along the axis largest relative to the median shape, "
-                f"from an estimated {fit.start_seconds:.2f} s per step at batch {batch} on {budget.where} "
+                f"from an estimated {fit.start_seconds:.2f} s per step at batch {MIN_BATCH} on {budget.where} "
                 f"to {fit.seconds:.2f} s {fits}"
             )
         else:
             how = (
-                f"planned for a CPU: a step at batch {batch} takes an estimated {fit.seconds:.2f} s on "
+                f"planned for a CPU: a step at batch {MIN_BATCH} takes an estimated {fit.seconds:.2f} s on "
                 f"{budget.where} {fits}, so no shrinking"
             )
     elif fit.shrinks:
         how = (
             f"shrunk {fit.shrinks} time(s), each time along the axis largest relative to the median shape, "
-            f"until a step at batch {batch} needed {fit.memory_gb:.2f} GiB <= {memory_gb:g} GiB"
+            f"until a step at batch {MIN_BATCH} needed {fit.memory_gb:.2f} GiB <= {memory_gb:g} GiB"
         )
     else:
-        how = f"a step at batch {batch} needs {fit.memory_gb:.2f} GiB <= {memory_gb:g} GiB, so no shrinking"
+        how = f"a step at batch {MIN_BATCH} needs {fit.memory_gb:.2f} GiB <= {memory_gb:g} GiB, so no shrinking"
     return {
         "training.patch_size": (
             f"started at {_shape(fit.start)}: the median image shape {_shape(median)}, but at most "

@@ -21,7 +21,7 @@ from medseg.planning import (
 )
 from medseg.planning.context import CPU_CONTEXT_SHARE, MIN_LABEL_VOXELS
 from medseg.planning.spacing import choose_spacing
-from medseg.planning.planner import CPU_BASE_FILTERS, CPU_MIN_BATCH_2D, CPU_STEP_SECONDS, CPU_TRAINING_HOURS
+from medseg.planning.planner import CPU_BASE_FILTERS, CPU_STEP_SECONDS, CPU_TRAINING_HOURS
 from medseg.planning.topology import round_up
 from medseg.synthetic import PhantomSpec, make_phantom
 from tests.planning.fingerprints import CT_STATS, abdominal_ct, fingerprint, prostate_mr
@@ -41,8 +41,8 @@ def phantom_fingerprint() -> Fingerprint:
     return compute_fingerprint(cases, modality="CT", channel_names=["CT"], labels=LABELS)
 
 
-def _consistent(pipeline, fp: Fingerprint, memory_gb: float, *, cpu: bool = False) -> None:
-    """What every plan must satisfy (``cpu``: planned for a CPU)."""
+def _consistent(pipeline, fp: Fingerprint, memory_gb: float, *, base_filters: int | dict[int, int] = 32) -> None:
+    """What every plan must satisfy."""
     network, training = pipeline.network, pipeline.training
     dims = network.dimensions
     patch = training.patch_size
@@ -53,15 +53,14 @@ def _consistent(pipeline, fp: Fingerprint, memory_gb: float, *, cpu: bool = Fals
     assert network.strides[0] == [1] * dims
     assert all(k == 3 for ks, ss in zip(network.kernel_sizes, network.strides) for k, s in zip(ks, ss) if s > 1)
     assert all(p // d >= 4 for p, d in zip(patch, divisor))  # the bottleneck is at least 4 voxels wide
-    base = CPU_BASE_FILTERS[dims] if cpu else 32
+    base = base_filters[dims] if isinstance(base_filters, dict) else base_filters
     assert network.filters[0] == base and max(network.filters) <= {2: 512, 3: 320}[dims]
     median = fp.median_shape_at(pipeline.preprocessing.spacing)[:dims]
     assert all(p <= m for p, m in zip(patch, round_up(median, divisor)))  # never beyond the median image
     assert math.prod(patch) <= {2: 2048**2, 3: 256**3}[dims]
-    least = CPU_MIN_BATCH_2D if cpu and dims == 2 else 2
-    assert training.batch_size >= least
-    with_least = pipeline.model_copy(update={"training": training.model_copy(update={"batch_size": least})})
-    assert pipeline_memory_gb(with_least) <= memory_gb
+    assert training.batch_size >= 2
+    with_two = pipeline.model_copy(update={"training": training.model_copy(update={"batch_size": 2})})
+    assert pipeline_memory_gb(with_two) <= memory_gb
     if training.batch_size > 2:
         assert pipeline_memory_gb(pipeline) <= memory_gb
     assert pipeline.inference.mirror_axes == training.flip_axes
@@ -310,26 +309,13 @@ def test_every_cpu_plan_is_self_consistent_and_fits_a_step_budget(case):
     fp = CASES[case]()
     for dimensions in ("auto", 2):
         pipeline, comments = plan_pipeline(fp, name=case, memory_gb=2.0, dimensions=dimensions, device="cpu")
-        _consistent(pipeline, fp, 2.0, cpu=True)
+        _consistent(pipeline, fp, 2.0, base_filters=CPU_BASE_FILTERS)
         assert max(pipeline.network.filters) <= {2: 256, 3: 128}[pipeline.network.dimensions]
         seconds = pipeline_step_seconds(pipeline, threads=2)
         assert seconds <= CPU_STEP_SECONDS or "cannot shrink further" in comments["training.patch_size"]
         gpu, _ = plan_pipeline(fp, name=case, memory_gb=2.0, dimensions=dimensions, device="cuda")
         assert math.prod(pipeline.training.patch_size) <= math.prod(gpu.training.patch_size)
         assert pipeline_step_seconds(gpu, threads=2) >= seconds
-
-
-def test_a_2d_cpu_plan_takes_whole_slices_one_at_a_time_where_two_pieces_would_fit():
-    """Slices of 280 x 276 at 0.7 mm: one patch covering the slice per step rather than two smaller ones
-    (320 x 256 at batch 2), so that inference slides one window per slice instead of two overlapping ones."""
-    fp = fingerprint([(0.7, 0.7, 5.0)] * 6, [(280, 276, 30)] * 6)
-    pipeline, comments = plan_pipeline(fp, name="slices", memory_gb=2.0, dimensions=2, device="cpu", cpu_threads=2)
-    assert all(p >= m for p, m in zip(pipeline.training.patch_size, (280, 276)))
-    assert pipeline.training.batch_size >= CPU_MIN_BATCH_2D == 1
-    assert pipeline_step_seconds(pipeline, threads=2) <= CPU_STEP_SECONDS
-    assert "at least 1" in comments["training.batch_size"]
-    gpu, _ = plan_pipeline(fp, name="slices", memory_gb=2.0, dimensions=2, device="cuda")
-    assert gpu.training.batch_size >= 2
 
 
 def test_the_device_is_explicit_and_the_gpu_plan_is_nnunets(phantom_fingerprint):
@@ -354,7 +340,7 @@ def test_phantoms_on_a_cpu_get_a_narrow_net_and_a_patch_for_a_quarter_second_ste
     assert "2 CPU threads" in comments["training.patch_size"] and "shrunk" in comments["training.patch_size"]
     assert "0.25 s on 2 CPU threads allows" in comments["training.batch_size"]
     assert "a CPU (2 CPU threads" in cpu.description
-    _consistent(cpu, phantom_fingerprint, 2.0, cpu=True)
+    _consistent(cpu, phantom_fingerprint, 2.0, base_filters=CPU_BASE_FILTERS)
 
 
 def test_more_cpu_threads_allow_a_larger_patch(phantom_fingerprint):
@@ -453,7 +439,7 @@ def test_a_cpu_budget_trades_resolution_for_context():
     assert "WARNING" not in comments["training.patch_size"]
     assert "x the full-resolution spacing" in pipeline.description
     assert pipeline.training.planned_step_seconds == pytest.approx(pipeline_step_seconds(pipeline, threads=2), 0.01)
-    _consistent(pipeline, fp, 2.0, cpu=True)
+    _consistent(pipeline, fp, 2.0, base_filters=CPU_BASE_FILTERS)
 
 
 def test_small_labels_limit_the_coarsening_and_the_plan_says_so(caplog):
