@@ -204,3 +204,36 @@ def test_dicom_seg_predictions_score_like_their_nifti(tmp_path):
     for seg_row, nifti_row in zip(from_seg.rows, from_nifti.rows):
         assert seg_row.scores.as_dict() == pytest.approx(nifti_row.scores.as_dict(), nan_ok=True)
     assert 0.3 < from_seg.rows[0].scores.dice < 1.0
+
+
+def test_rtstruct_references_are_filled_on_the_prediction_grid_and_matched_by_name(tmp_path):
+    from medseg.io.dicom_outputs import AlgorithmIdentity
+    from medseg.io.rtstruct import write_rtstruct
+    from medseg.volume import Segment
+
+    image, labels = factories.phantom_pair()
+    factories.write_series(image, tmp_path / "scan")
+    scan = read_dicom(tmp_path / "scan")
+    truth = labels.channel(0)
+    # The reference as a planning system names it: other spellings, and a body outline that is no label.
+    array = np.where(truth > 0, truth, 0).astype(np.uint8)
+    array[0, :, :] = 9
+    spelled = (Segment(1, "LIVER"), Segment(2, "Spleen"), Segment(3, "kidney"), Segment(9, "BODY"))
+    reference = scan.with_array(array, kind=VolumeKind.LABEL, segments=spelled)
+    write_rtstruct(reference, tmp_path / "ref" / "ct.dcm", algorithm=AlgorithmIdentity("planning", "1"))
+    # NIfTI predictions carry no names: the references' dataset.json gives them.
+    names = {"background": 0, "liver": 1, "spleen": 2, "kidney": 3}
+    (tmp_path / "ref" / "dataset.json").write_text(json.dumps({"labels": names}))
+    eroded = np.where(np.roll(truth, 1, axis=0) == truth, truth, 0).astype(np.uint8)
+    prediction = scan.with_array(eroded, kind=VolumeKind.LABEL, segments=labels.segments)
+    _write(prediction, tmp_path / "pred" / "ct.nii.gz")
+    _write(scan.with_array(truth.astype(np.uint8), kind=VolumeKind.LABEL), tmp_path / "nifti" / "ct.nii.gz")
+
+    from_rtstruct = evaluate(tmp_path / "pred", tmp_path / "ref")
+    from_nifti = evaluate(tmp_path / "pred", tmp_path / "nifti")
+
+    assert from_rtstruct.cases == ("ct",) and not from_rtstruct.failures
+    assert from_rtstruct.labels == {1: "liver", 2: "spleen", 3: "kidney"}
+    assert any("'BODY' match no label" in w for w in from_rtstruct.warnings)
+    for rt_row, nifti_row in zip(from_rtstruct.rows, from_nifti.rows, strict=True):
+        assert rt_row.scores.as_dict() == pytest.approx(nifti_row.scores.as_dict(), nan_ok=True)

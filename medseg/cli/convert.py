@@ -14,7 +14,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=HELP,
         description=HELP + ". A DICOM folder or tree becomes one file per image series in OUTPUT "
         "(a folder), named from series number, description and a UID hash, plus a JSON sidecar with "
-        "the series' attributes and SOP Instance UIDs. A single image file converts to OUTPUT "
+        "the series' attributes and SOP Instance UIDs. Each DICOM SEG or RTSTRUCT in the tree becomes a label "
+        "map on the grid of the series it references, beside that series' file "
+        "(<series>.rtstruct.nii.gz / <series>.seg.nii.gz, with a JSON of label names). "
+        "A single image file converts to OUTPUT "
         "(format from its extension). Existing outputs are kept, so re-running resumes. "
         "Exit code 0: all converted; 1: some series failed (listed); 2: usage error.",
     )
@@ -40,6 +43,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     parser.add_argument("--no-sidecar", action="store_true", help="do not write the JSON sidecar files")
     parser.add_argument("--workers", type=int, default=None, help="processes for decoding compressed DICOM")
+    to_dicom = parser.add_argument_group(
+        "label map to DICOM", "with --series: INPUT is a NIfTI/NRRD/MHA label map drawn on that DICOM series, "
+        "OUTPUT the SEG or RTSTRUCT file to write on its instances (read back and checked voxel for voxel)"
+    )
+    to_dicom.add_argument("--series", type=Path, help="the DICOM series (folder) the label map was drawn on")
+    to_dicom.add_argument(
+        "--to", choices=("seg", "rtstruct"), default="seg", help="DICOM SEG (default) or RT Structure Set"
+    )
+    to_dicom.add_argument(
+        "--names",
+        type=Path,
+        help='JSON naming the labels: {"labels": {"1": "liver"}} (what convert writes) or a dataset.json',
+    )
     parser.set_defaults(run=run)
 
 
@@ -52,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.input}: no such file or folder")
     if args.workers is not None and args.workers < 1:
         raise FileNotFoundError(f"--workers must be at least 1, got {args.workers}")
+    if args.series is not None:
+        return _to_dicom(args)
     options = ConvertOptions(
         format=args.format,
         dicom=DicomReadOptions(irregular=args.irregular, tilt=args.tilt, workers=args.workers),
@@ -73,3 +91,22 @@ def run(args: argparse.Namespace) -> int:
     if not report.results:
         return 1
     return 1 if report.failed else 0
+
+
+def _to_dicom(args: argparse.Namespace) -> int:
+    from medseg.cli._render import stdout
+    from medseg.io.dicom import DicomReadOptions
+    from medseg.workflows.convert import labels_to_dicom
+
+    result = labels_to_dicom(
+        args.input,
+        args.series,
+        args.output,
+        kind=args.to,
+        names=args.names,
+        dicom=DicomReadOptions(irregular=args.irregular, tilt=args.tilt, workers=args.workers),
+        overwrite=args.overwrite,
+    )
+    note = f" ({result.message})" if result.message else ""
+    stdout.print(f"{result.status:>9} {result.name} -> {result.output}{note}")
+    return 0

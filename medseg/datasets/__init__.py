@@ -1,8 +1,9 @@
 """Training datasets, read where they already are.
 
-Three layouts are recognised by :func:`open_dataset`: an nnU-Net v2 raw folder,
-a Medical Segmentation Decathlon folder, and a CSV or JSON list of files (whose
-images may be DICOM series folders). A :class:`Dataset` only names files;
+Four layouts are recognised by :func:`open_dataset`: an nnU-Net v2 raw folder,
+a Medical Segmentation Decathlon folder, a CSV or JSON list of files (whose
+images may be DICOM series folders, and labels RTSTRUCT or SEG files), and a
+DICOM study tree whose RTSTRUCT/SEG files reference its series. A :class:`Dataset` only names files;
 :func:`load_case` reads one case into volumes, and :func:`check_dataset` reads
 them all and reports every problem at once::
 

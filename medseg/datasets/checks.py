@@ -24,8 +24,10 @@ def check_dataset(
     grids that differ, a label grid that differs from the image's (by more than
     ``tolerance_mm``; the message gives the distance in mm), label values that
     are not declared (listed), non-integer or negative labels. Warnings: empty
-    label maps, labels a list does not declare, and what opening the dataset
-    noticed (stray files, a ``numTraining`` that does not match).
+    label maps, labels a list does not declare, RTSTRUCT ROIs / SEG segments that
+    match no label, and what opening the dataset noticed (stray files, a
+    ``numTraining`` that does not match). Notes: for each DICOM label, which ROI
+    became which label, and overlaps a label priority resolved.
 
     Returns:
         The problems, case by case in dataset order, after those found on opening;
@@ -52,9 +54,8 @@ def check_dataset(
             )
         )
     errors = sum(p.severity == "error" for p in problems)
-    log.info(
-        "checked %d case(s) of %r: %d error(s), %d warning(s)", len(cases), dataset.name, errors, len(problems) - errors
-    )
+    warnings = sum(p.severity == "warning" for p in problems)
+    log.info("checked %d case(s) of %r: %d error(s), %d warning(s)", len(cases), dataset.name, errors, warnings)
     return problems
 
 

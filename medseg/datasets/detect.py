@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from medseg.datasets.dicom_tree import DICOM_TREE_KEY, holds_dicom, open_dicom_tree
 from medseg.datasets.lists import open_list
 from medseg.datasets.manifest import read_json
 from medseg.datasets.model import Dataset, DatasetError
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 _LAYOUTS = (
     "nnU-Net v2 raw (dataset.json with 'channel_names', imagesTr/, labelsTr/), "
     "Medical Segmentation Decathlon (dataset.json with 'modality' and 'training'), "
+    "a DICOM study tree (DICOM files with RTSTRUCT/SEG labels, and a dataset.json with 'labels'), "
     "a list file (.csv or .json)"
 )
 
@@ -50,6 +52,9 @@ def open_dataset(path: str | os.PathLike[str]) -> Dataset:
         return _opened(open_nnunet(manifest.parent, description, manifest))
     if isinstance(description, Mapping) and MSD_KEY in description:
         return _opened(open_msd(manifest.parent, description, manifest))
+    if manifest.name == "dataset.json" and isinstance(description, Mapping) and DICOM_TREE_KEY in description:
+        if holds_dicom(manifest.parent):
+            return _opened(open_dicom_tree(manifest.parent, description, manifest))
     if manifest.name == "dataset.json":
         raise DatasetError(
             f"{manifest}: neither nnU-Net v2's (no key {NNUNET_KEY!r}) nor the Decathlon's (no key {MSD_KEY!r})"

@@ -9,7 +9,9 @@ or an object ``{"name": ..., "channels": [...], "labels": {...}, "cases": [...]}
 
 Channel names and labels of a CSV (or a bare JSON list) may come from a
 sidecar ``<list name>.dataset.json`` holding ``{"name", "channels", "labels"}``.
-Relative paths are relative to the list file; an image may be a DICOM series folder.
+Relative paths are relative to the list file; an image may be a DICOM series folder,
+a label a DICOM SEG or RT Structure Set (or a folder holding one), whose ROI names
+become labels by ``label_names`` and ``label_priority`` (:mod:`medseg.io.labels`).
 """
 
 from __future__ import annotations
@@ -21,12 +23,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medseg.datasets.manifest import dataset_name, parse_channels, parse_labels, read_json, stem
+from medseg.datasets.manifest import (
+    LABEL_TABLE_KEYS,
+    dataset_name,
+    parse_channels,
+    parse_label_table,
+    parse_labels,
+    read_json,
+    stem,
+)
 from medseg.datasets.model import Case, CaseProblem, Dataset, DatasetError
 
 #: ``cases.csv`` -> ``cases.dataset.json``
 SIDECAR_SUFFIX = ".dataset.json"
-_OBJECT_KEYS = ("name", "channels", "labels", "cases")
+_OBJECT_KEYS = ("name", "channels", "labels", *LABEL_TABLE_KEYS, "cases")
 _ENTRY_KEYS = ("case_id", "image", "label")
 
 
@@ -89,6 +99,7 @@ def open_list(path: Path) -> Dataset:
         test_cases=tuple(test_cases),
         manifest=path,
         problems=tuple(problems),
+        label_table=parse_label_table(meta, labels, meta_path),
     )
 
 
@@ -175,9 +186,10 @@ def _sidecar(path: Path) -> tuple[Mapping[str, Any], Path]:
     meta = read_json(sidecar)
     if not isinstance(meta, Mapping):
         raise DatasetError(f"{sidecar}: expected an object with 'channels' and/or 'labels'")
-    unknown = [k for k in meta if k not in ("name", "channels", "labels")]
+    known = ("name", "channels", "labels", *LABEL_TABLE_KEYS)
+    unknown = [k for k in meta if k not in known]
     if unknown:
-        raise DatasetError(f"{sidecar}: unknown key(s) {unknown}; it may hold 'name', 'channels' and 'labels'")
+        raise DatasetError(f"{sidecar}: unknown key(s) {unknown}; it may hold {', '.join(map(repr, known))}")
     return meta, sidecar
 
 

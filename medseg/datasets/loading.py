@@ -15,7 +15,8 @@ import numpy as np
 from medseg.datasets.model import Case, CaseProblem, Dataset, Severity
 from medseg.errors import GeometryError, InputError, MedsegError
 from medseg.geometry import Geometry
-from medseg.io import read_image
+from medseg.io import image_format, read_image
+from medseg.io.labels import read_label
 from medseg.io.nifti import label_dtype
 from medseg.volume import Segment, Volume, VolumeKind
 
@@ -32,6 +33,7 @@ class CaseInspection:
     image: Volume | None = None
     label: Volume | None = None
     label_values: tuple[int, ...] = ()
+    label_summary: str = ""  # for a DICOM label: which ROI became which label
     _found: list[tuple[CaseProblem, type[MedsegError]]] = field(default_factory=list, repr=False)
 
     @property
@@ -129,7 +131,10 @@ def _read_channels(dataset: Dataset, found: CaseInspection, tolerance_mm: float)
 
 def _read_label(dataset: Dataset, found: CaseInspection, reference: Geometry | None, tolerance_mm: float) -> None:
     path = found.case.label
-    raw = _read(found, path, "label map")
+    if path is not None and image_format(path) is None and Path(path).exists():
+        raw = _read_dicom_label(dataset, found, reference)
+    else:
+        raw = _read(found, path, "label map")
     if raw is None:
         return
     if raw.num_channels != 1:
@@ -159,6 +164,37 @@ def _read_label(dataset: Dataset, found: CaseInspection, reference: Geometry | N
     found.label = Volume(array, geometry, kind=VolumeKind.LABEL, source=raw.source, segments=segments, path=raw.path)
 
 
+def _read_dicom_label(dataset: Dataset, found: CaseInspection, reference: Geometry | None) -> Volume | None:
+    """A SEG or RTSTRUCT on the image's grid, its ROIs named by the dataset's label table."""
+    path = found.case.label
+    if reference is None:  # the image is unreadable: reported already
+        return None
+    if not dataset.labels:
+        found.add(path, "a DICOM label needs the dataset's labels declared (to tell which ROI is which label)")
+        return None
+    series_uid = found.image.source.series_instance_uid if found.image is not None else None
+    try:
+        reading = read_label(path, reference=reference, table=dataset.table, series_uid=series_uid)
+    except (InputError, GeometryError) as exc:
+        found.add(path, _without_path(str(exc), path), type(exc))
+        return None
+    found.label_summary = reading.summary()
+    found.add(reading.path, reading.summary(), severity="note")
+    for note in reading.notes:
+        found.add(reading.path, note, severity="note")
+    if reading.unmatched:
+        left = ", ".join(repr(n) for n in reading.unmatched)
+        found.add(reading.path, f"ROI(s) {left} match no label and are left out", severity="warning")
+    for roi, label in reading.empty:
+        found.add(reading.path, f"ROI {roi!r} (label {label}) holds no contour or voxel", severity="warning")
+    return reading.volume
+
+
+def _without_path(message: str, path: object) -> str:
+    prefix = f"{path}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message
+
+
 def _read(found: CaseInspection, path: Path | None, what: str) -> Volume | None:
     if path is None or not Path(path).exists():
         found.add(path, f"missing {what} file")
@@ -166,9 +202,7 @@ def _read(found: CaseInspection, path: Path | None, what: str) -> Volume | None:
     try:
         return read_image(path)
     except (InputError, GeometryError, OSError) as exc:
-        message = str(exc)
-        prefix = f"{path}: "
-        message = message[len(prefix) :] if message.startswith(prefix) else message
+        message = _without_path(str(exc), path)
         found.add(path, f"unreadable {what}: {message}", type(exc) if isinstance(exc, MedsegError) else InputError)
         return None
 

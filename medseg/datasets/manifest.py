@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from medseg.datasets.model import DatasetError
+from medseg.errors import ConfigError
 from medseg.io import IMAGE_SUFFIXES
+from medseg.io.labels import LabelTable
 
 
 def read_json(path: Path) -> Any:
@@ -121,3 +123,26 @@ def _is_int(value: Any) -> bool:
 
 def _is_int_text(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lstrip("-").isdigit()
+
+
+#: Keys of a dataset description that say how DICOM labels' ROI / segment names become labels.
+LABEL_TABLE_KEYS = ("label_names", "label_priority")
+
+
+def parse_label_table(description: Mapping[str, Any], labels: dict[int, str], path: Path) -> LabelTable | None:
+    """The label table of ``label_names`` (label name -> names or patterns) and ``label_priority`` (names).
+
+    Raises:
+        DatasetError: malformed entries, or names of labels the description does not declare.
+    """
+    names, priority = description.get("label_names"), description.get("label_priority")
+    if names is None and priority is None:
+        return None
+    if names is not None and not isinstance(names, Mapping):
+        raise DatasetError(f'{path}: \'label_names\' must map label names to names, like {{"liver": ["liver*", "leber"]}}')
+    if priority is not None and not (isinstance(priority, list) and all(isinstance(p, str) for p in priority)):
+        raise DatasetError(f"{path}: 'label_priority' must list label names, the one that wins an overlap first")
+    try:
+        return LabelTable.build(labels, names, priority, where=str(path))
+    except ConfigError as exc:
+        raise DatasetError(str(exc)) from exc

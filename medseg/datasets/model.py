@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Literal
 
 from medseg.errors import DatasetError, InputError
+from medseg.io.labels import LabelTable
 
-Layout = Literal["nnunet", "msd", "list"]
-Severity = Literal["error", "warning"]
+Layout = Literal["nnunet", "msd", "list", "dicom"]
+Severity = Literal["error", "warning", "note"]
 
 #: Channel names that mean an MR contrast (compared lower-case, without punctuation).
 _MR_NAME = re.compile(r"^(mri?|t1\w*|t2\w*|flair\w*|adc|dwi\w*|pdw?|swi|dce|dti|hbv|b\d+)$")
@@ -60,7 +61,7 @@ class Dataset:
     Attributes:
         root: the folder relative paths start from (for a list, the list's folder).
         name: the dataset's name (from its description, else the folder or list name).
-        layout: ``"nnunet"``, ``"msd"`` or ``"list"``.
+        layout: ``"nnunet"``, ``"msd"``, ``"list"`` or ``"dicom"`` (a study tree).
         channels: channel names in channel order, e.g. ``("CT",)`` or ``("T2", "ADC")``.
         labels: label number -> name, background (0) excluded; empty when a list
             declares none (see :func:`medseg.datasets.infer_labels`).
@@ -71,6 +72,8 @@ class Dataset:
         problems: what was found wrong while listing the files (e.g. a stray file,
             a channel index beyond the declared channels); reported again by
             :func:`medseg.datasets.check_dataset`.
+        label_table: which RTSTRUCT ROI / SEG segment name becomes which label (the
+            description's ``label_names`` and ``label_priority``); None: each label by its own name.
     """
 
     root: Path
@@ -82,6 +85,7 @@ class Dataset:
     test_cases: tuple[Case, ...] = ()
     manifest: Path | None = None
     problems: tuple[CaseProblem, ...] = field(default=(), repr=False)
+    label_table: LabelTable | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # Cases are sorted by id whatever order a layout listed them in.
@@ -99,6 +103,13 @@ class Dataset:
         if self.channels and all(is_mr_channel(name) for name in self.channels):
             return "MR"
         return self.channels[0] if self.channels else ""
+
+    @property
+    def table(self) -> LabelTable:
+        """The label table DICOM labels are read with: ``label_table``, else each label by its own name."""
+        if self.label_table is not None and self.label_table.labels == self.labels:
+            return self.label_table
+        return LabelTable.build(self.labels)
 
     @property
     def all_cases(self) -> tuple[Case, ...]:

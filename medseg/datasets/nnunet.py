@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from medseg.datasets.manifest import dataset_name, parse_channels, parse_labels, require
+from medseg.datasets.manifest import dataset_name, parse_channels, parse_label_table, parse_labels, require
 from medseg.datasets.model import Case, CaseProblem, Dataset, DatasetError
 from medseg.io import IMAGE_SUFFIXES
 
@@ -58,6 +58,7 @@ def open_nnunet(folder: Path, description: Mapping[str, Any], manifest: Path) ->
         test_cases=tuple(test_cases),
         manifest=manifest,
         problems=tuple(problems),
+        label_table=parse_label_table(description, labels, manifest),
     )
 
 

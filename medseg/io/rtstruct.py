@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, RTStructureSetStorage, gene
 from medseg import __version__
 from medseg.errors import GeometryError, InputError
 from medseg.geometry import Geometry
+from medseg.io.canvas import LabelCanvas, Painted, paint_order
 from medseg.io.dicom_outputs import (
     SLICE_TOLERANCE_MM,
     AlgorithmIdentity,
@@ -215,38 +217,96 @@ def read_rtstruct(
     numbers = [int(roi.ROINumber) for roi in rois]
     keep = all(1 <= n <= 255 for n in numbers) and len(set(numbers)) == len(numbers)
     label_of = {n: (n if keep else i) for i, n in enumerate(numbers, start=1)}
+    painted = paint_rtstruct(
+        ds, reference=reference, tolerance_mm=tolerance_mm, paint=[(n, label_of[n]) for n in numbers], path=path
+    )
+    colors = {
+        int(item.ReferencedROINumber): tuple(int(v) for v in item.ROIDisplayColor)
+        for item in ds.get("ROIContourSequence") or []
+        if "ROIDisplayColor" in item
+    }
+    types = {int(o.ReferencedROINumber): _read_code(o) for o in ds.get("RTROIObservationsSequence") or []}
+    segments = tuple(
+        Segment(label_of[n], painted.names[n], colors.get(n), None, types.get(n))  # type: ignore[arg-type]
+        for n in numbers
+    )
+    return Volume(
+        painted.array,
+        Geometry(reference.shape, reference.affine, _frame_uid(ds) or reference.frame_of_reference_uid),
+        kind=VolumeKind.LABEL,
+        source=_source(ds),
+        segments=tuple(sorted(segments, key=lambda s: s.number)),
+        path=os.fspath(path),
+    )
+
+
+def paint_rtstruct(
+    ds: Dataset | str | os.PathLike[str],
+    *,
+    reference: Geometry,
+    paint: Sequence[tuple[int, int]] | None = None,
+    tolerance_mm: float = SLICE_TOLERANCE_MM,
+    path: str | os.PathLike[str] | None = None,
+) -> Painted:
+    """Fill chosen ROIs of an RT Structure Set on a grid, as chosen labels.
+
+    Args:
+        ds: the RTSTRUCT (a path, or a dataset read by :func:`load_rtstruct`).
+        reference: the grid to fill.
+        paint: ``(ROI number, label)`` pairs, painted in this order (later ones on top);
+            ROIs not listed are left out. Default: every ROI as its own number, in increasing order.
+        tolerance_mm: how far a contour may lie from a slice of the grid.
+        path: the file's name for messages, when ``ds`` is a dataset.
+
+    Raises:
+        InputError: not an RT Structure Set, or a contour for an ROI it does not declare.
+        GeometryError: as :func:`read_rtstruct`.
+    """
+    if not isinstance(ds, Dataset):
+        path, ds = ds, _load(ds)
+    rois = list(ds.get("StructureSetROISequence") or [])
+    names = {int(roi.ROINumber): str(roi.get("ROIName") or f"ROI {roi.ROINumber}") for roi in rois}
     frame_uids = {str(roi.get("ReferencedFrameOfReferenceUID", "")) for roi in rois} - {""}
     if reference.frame_of_reference_uid and frame_uids and frame_uids != {reference.frame_of_reference_uid}:
         raise GeometryError(
             f"{path}: contours are in frame of reference {sorted(frame_uids)}, the grid in "
             f"{reference.frame_of_reference_uid}"
         )
-    colors: dict[int, tuple[int, int, int]] = {}
-    out = np.zeros(reference.shape, dtype=np.uint8 if len(rois) < 256 else np.uint16)
+    order = paint_order(list(names), paint)
+    wanted = {n for n, _ in order}
     polygons: dict[int, dict[int, list[np.ndarray]]] = {}  # ROI number -> k -> polygons
+    notes: list[str] = []
     for item in ds.get("ROIContourSequence") or []:
         number = int(item.ReferencedROINumber)
-        if number not in label_of:
+        if number not in names:
             raise InputError(f"{path}: ROI contour for ROI {number}, which the Structure Set ROI Sequence lacks")
-        if "ROIDisplayColor" in item:
-            colors[number] = tuple(int(v) for v in item.ROIDisplayColor)  # type: ignore[assignment]
-        polygons[number] = _slice_polygons(item.get("ContourSequence") or [], reference, path, number, tolerance_mm)
-    for number in sorted(polygons, key=lambda n: label_of[n]):  # higher labels are filled last: they win
+        if number not in wanted:
+            continue
+        contours = list(item.get("ContourSequence") or [])
+        skipped = Counter(str(c.get("ContourGeometricType", "")) for c in contours) - Counter({"CLOSED_PLANAR": 10**9})
+        if skipped:
+            kinds = ", ".join(f"{count} {kind or 'untyped'}" for kind, count in sorted(skipped.items()))
+            notes.append(f"ROI {names[number]!r}: skipped {kinds} contour(s) (only CLOSED_PLANAR ones enclose voxels)")
+        polygons[number] = _slice_polygons(contours, reference, path, names[number], tolerance_mm)
+    canvas = LabelCanvas(reference.shape, max([label for _, label in order], default=0))
+    empty = []
+    for number, label in order:
+        if not polygons.get(number):
+            empty.append(number)
+            continue
         for k, shapes in polygons[number].items():
-            out[:, :, k][fill_polygons(shapes, reference.shape[:2])] = label_of[number]
-    types = {int(o.ReferencedROINumber): _read_code(o) for o in ds.get("RTROIObservationsSequence") or []}
-    segments = tuple(
-        Segment(label_of[n], str(roi.get("ROIName") or f"ROI {n}"), colors.get(n), None, types.get(n))
-        for n, roi in zip(numbers, rois)
-    )
-    return Volume(
-        out,
-        Geometry(reference.shape, reference.affine, next(iter(frame_uids), None) or reference.frame_of_reference_uid),
-        kind=VolumeKind.LABEL,
-        source=_source(ds),
-        segments=tuple(sorted(segments, key=lambda s: s.number)),
-        path=os.fspath(path),
-    )
+            mask = fill_polygons(shapes, reference.shape[:2])
+            canvas.paint((*np.nonzero(mask), k), label)
+    return Painted(canvas.array, names, tuple(n for n, _ in order), tuple(empty), dict(canvas.overlaps), tuple(notes))
+
+
+def load_rtstruct(path: str | os.PathLike[str]) -> Dataset:
+    """Read an RT Structure Set's dataset.
+
+    Raises:
+        InputError: the file is missing, unreadable or not an RT Structure Set.
+    """
+    return _load(path)
 
 
 # -- contours: tracing and filling -------------------------------------------------------------
@@ -372,7 +432,7 @@ def _contours(
 
 
 def _slice_polygons(
-    contours: Sequence[Dataset], reference: Geometry, path: object, number: int, tolerance_mm: float
+    contours: Sequence[Dataset], reference: Geometry, path: object, name: str, tolerance_mm: float
 ) -> dict[int, list[np.ndarray]]:
     """One ROI's closed contours in ``reference``'s index coordinates ``(i, j)``, by the slice ``k`` they lie on."""
     per_slice: dict[int, list[np.ndarray]] = {}
@@ -385,7 +445,7 @@ def _slice_polygons(
         off = np.abs(index[:, 2] - k) * np.linalg.norm(reference.affine[:3, 2])
         if np.any(k != k[0]) or np.max(off) > tolerance_mm:
             raise GeometryError(
-                f"{path}: a contour of ROI {number} (first point {np.round(points[0], 3).tolist()} mm) is not on a "
+                f"{path}: a contour of ROI {name!r} (first point {np.round(points[0], 3).tolist()} mm) is not on a "
                 f"slice of {reference!r}: up to {np.max(off):.3g} mm off (tolerance {tolerance_mm} mm)"
             )
         # Edge-traced polygons reach half a voxel beyond the centres of the border voxels.
@@ -393,7 +453,7 @@ def _slice_polygons(
         low, high = index.min(axis=0), index.max(axis=0)
         if np.any(low < -margin) or np.any(high > np.array(reference.shape) - 1 + margin):
             raise GeometryError(
-                f"{path}: a contour of ROI {number} (first point {np.round(points[0], 3).tolist()} mm) reaches "
+                f"{path}: a contour of ROI {name!r} (first point {np.round(points[0], 3).tolist()} mm) reaches "
                 f"outside {reference!r}"
             )
         per_slice.setdefault(int(k[0]), []).append(index[:, :2])
@@ -450,6 +510,11 @@ def _load(path: str | os.PathLike[str]) -> Dataset:
     if ds.get("SOPClassUID") != RTStructureSetStorage:
         raise InputError(f"{path}: not an RT Structure Set (SOP Class {ds.get('SOPClassUID')})")
     return ds
+
+
+def _frame_uid(ds: Dataset) -> str | None:
+    rois = ds.get("StructureSetROISequence") or []
+    return next(iter(sorted({str(roi.get("ReferencedFrameOfReferenceUID", "")) for roi in rois} - {""})), None)
 
 
 def _source(ds: Dataset) -> SourceSeries:

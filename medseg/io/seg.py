@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from pydicom.valuerep import format_number_as_ds
 from medseg import __version__
 from medseg.errors import GeometryError, InputError, MedsegError
 from medseg.geometry import Geometry
+from medseg.io.canvas import LabelCanvas, Painted, paint_order
 from medseg.io.dicom_outputs import (
     SLICE_TOLERANCE_MM,
     AlgorithmIdentity,
@@ -275,38 +277,92 @@ def _load(path: str | os.PathLike[str]) -> hd.seg.Segmentation:
 def _to_volume(
     seg: hd.seg.Segmentation, path: str | os.PathLike[str], reference: Geometry | None, tolerance_mm: float
 ) -> Volume:
-    count = int(seg.NumberOfFrames)
-    kind = str(seg.SegmentationType)
     segments = tuple(_segment(item) for item in seg.SegmentSequence if int(item.SegmentNumber) > 0)
-    planes = [_frame_plane(seg, f, path) for f in range(count)]
-    frame_uid = seg.get("FrameOfReferenceUID")
     if reference is None:
+        planes = [_frame_plane(seg, f, path) for f in range(int(seg.NumberOfFrames))]
         reference = _own_grid(seg, planes, path, tolerance_mm)
-    elif reference.frame_of_reference_uid and frame_uid and reference.frame_of_reference_uid != frame_uid:
-        raise GeometryError(
-            f"{path}: the SEG's frame of reference {frame_uid} is not the grid's {reference.frame_of_reference_uid}"
-        )
-    numbers = [_frame_segment(seg, f, kind, path) for f in range(count)]
-    pixels = seg.get_stored_frames()
-    top = max([s.number for s in segments] + [int(pixels.max()) if kind == "LABELMAP" else 0])
-    out = np.zeros(reference.shape, dtype=np.uint8 if top < 256 else np.uint16)
-    for f in sorted(range(count), key=lambda f: numbers[f]):  # higher segment numbers are placed last: they win
-        frame = pixels[f]
-        if kind == "LABELMAP":
-            values = frame
-        elif kind == "FRACTIONAL":
-            values = np.where(frame >= int(seg.MaximumFractionalValue) / 2, numbers[f], 0)
-        else:
-            values = np.where(frame > 0, numbers[f], 0)
-        _place(out, values, planes[f], reference, path, f + 1, tolerance_mm)
+    painted = paint_seg(seg, reference=reference, tolerance_mm=tolerance_mm, path=path)
     return Volume(
-        out,
-        Geometry(reference.shape, reference.affine, frame_uid or reference.frame_of_reference_uid),
+        painted.array,
+        Geometry(reference.shape, reference.affine, seg.get("FrameOfReferenceUID") or reference.frame_of_reference_uid),
         kind=VolumeKind.LABEL,
         source=_source(seg),
         segments=segments,
         path=os.fspath(path),
     )
+
+
+def paint_seg(
+    seg: hd.seg.Segmentation | str | os.PathLike[str],
+    *,
+    reference: Geometry,
+    paint: Sequence[tuple[int, int]] | None = None,
+    tolerance_mm: float = SLICE_TOLERANCE_MM,
+    path: str | os.PathLike[str] | None = None,
+) -> Painted:
+    """Place chosen segments of a DICOM SEG on a grid, as chosen labels.
+
+    Args:
+        seg: the SEG (a path, or one read by :func:`load_seg`).
+        reference: the grid to place frames on.
+        paint: ``(segment number, label)`` pairs, painted in this order (later ones on top);
+            segments not listed are left out. Default: every segment as its own number, in
+            increasing order (a LABELMAP SEG: its pixel values).
+        tolerance_mm: how far a frame may lie from a slice of the grid.
+        path: the file's name for messages, when ``seg`` is already read.
+
+    Raises:
+        InputError, GeometryError: as :func:`read_seg`.
+    """
+    if not isinstance(seg, hd.seg.Segmentation):
+        path, seg = seg, _load(seg)
+    count = int(seg.NumberOfFrames)
+    kind = str(seg.SegmentationType)
+    names = {
+        int(item.SegmentNumber): str(item.get("SegmentLabel", f"segment {item.SegmentNumber}"))
+        for item in seg.SegmentSequence
+        if int(item.SegmentNumber) > 0
+    }
+    frame_uid = seg.get("FrameOfReferenceUID")
+    if reference.frame_of_reference_uid and frame_uid and reference.frame_of_reference_uid != frame_uid:
+        raise GeometryError(
+            f"{path}: the SEG's frame of reference {frame_uid} is not the grid's {reference.frame_of_reference_uid}"
+        )
+    planes = [_frame_plane(seg, f, path) for f in range(count)]
+    numbers = [_frame_segment(seg, f, kind, path) for f in range(count)]
+    pixels = seg.get_stored_frames()
+    if kind == "LABELMAP" and paint is None:
+        values = sorted(set(names) | set(np.unique(pixels).tolist()) - {0})
+        order = [(int(v), int(v)) for v in values]
+    else:
+        order = paint_order(list(names), paint)
+    canvas = LabelCanvas(reference.shape, max([label for _, label in order], default=0))
+    empty = []
+    for number, label in order:
+        frames = [f for f in range(count) if numbers[f] in (number, 0)]
+        voxels = 0
+        for f in frames:
+            frame = pixels[f]
+            if kind == "LABELMAP":
+                hit = frame == number
+            elif kind == "FRACTIONAL":
+                hit = frame >= int(seg.MaximumFractionalValue) / 2
+            else:
+                hit = frame > 0
+            voxels += int(np.count_nonzero(hit))
+            _place(canvas, np.where(hit, label, 0), planes[f], reference, path, f + 1, tolerance_mm)
+        if not voxels:
+            empty.append(number)
+    return Painted(canvas.array, names, tuple(n for n, _ in order), tuple(empty), dict(canvas.overlaps))
+
+
+def load_seg(path: str | os.PathLike[str]) -> hd.seg.Segmentation:
+    """Read a DICOM SEG (highdicom decodes its frames).
+
+    Raises:
+        InputError: the file is missing or not a readable SEG.
+    """
+    return _load(path)
 
 
 @dataclass(frozen=True)
@@ -391,7 +447,7 @@ def _own_grid(seg: hd.seg.Segmentation, planes: list[_Plane], path: object, tole
 
 
 def _place(
-    out: np.ndarray,
+    out: LabelCanvas,
     values: np.ndarray,
     plane: _Plane,
     grid: Geometry,
@@ -425,7 +481,7 @@ def _place(
     shape = np.array(grid.shape)[:, None]
     if np.any(index < 0) or np.any(index >= shape):
         raise GeometryError(f"{path}: frame {frame_number} has segment voxels outside the grid {grid!r}")
-    out[tuple(index)] = values[rows, columns]
+    out.paint(tuple(index), values[rows, columns])
 
 
 def _segment(item: Dataset) -> Segment:

@@ -129,6 +129,8 @@ def plan_dataset(
     for problem in problems:
         if problem.severity == "warning":
             log.warning("%s", problem)
+        elif problem.severity == "note":
+            log.info("%s", problem)
     require_valid(problems)
     labels = dataset.labels or infer_labels(dataset).labels
 

@@ -1,6 +1,13 @@
 """Convert scans between formats: DICOM trees to NIfTI (one file per series), and
 NIfTI/NRRD/MHA into each other.
 
+A DICOM SEG or RT Structure Set in the tree becomes a label map on the grid of the
+series it references, written beside that series' file as
+``<series name>.<seg|rtstruct>[-<n>]<ext>`` with a JSON of its label names
+(``{"labels": {"1": "Liver", ...}}``). Labels keep the file's numbers (SEG segment
+numbers, RTSTRUCT ROI numbers where they all lie in 1..255, else 1, 2, ... in ROI
+order); where segments overlap, the higher number wins.
+
 Each series succeeds or fails on its own; a failure is reported and the rest
 go on. Outputs are written atomically and existing ones are kept unless
 ``overwrite`` is set, so an interrupted run can simply be repeated.
@@ -17,10 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from medseg import __version__
 from medseg.errors import InputError, MedsegError
 from medseg.io import IMAGE_SUFFIXES, image_format, read_image, write_image
 from medseg.io.dicom import DicomReadOptions, DicomScan, DicomSeries, find_files, read_series, scan_files
 from medseg.io.files import safe_name, write_atomically
+from medseg.io.labels import dicom_label_kind, read_label, referenced_series
 from medseg.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -130,13 +139,20 @@ def convert(
             report.results.append(
                 ConversionResult(series.frames[0].path, series.describe(), "skipped", None, series.series_uid, "localizer")
             )
-    total = len(todo) + len(images)
+    labels = [Path(s.path) for s in found.skipped if dicom_label_kind(s.path) is not None]
+    report.skipped_files = [(path, why) for path, why in report.skipped_files if Path(path) not in set(labels)]
+    total = len(todo) + len(images) + len(labels)
     for done, series in enumerate(todo, start=1):
         report.results.append(_convert_series(series, output / (names[id(series)] + OUTPUT_FORMATS[options.format]), options))
         if progress is not None:
             progress("convert", done, total)
     for done, image in enumerate(images, start=len(todo) + 1):
         report.results.append(_convert_image(Path(image), output / _image_name(Path(image), options.format), options))
+        if progress is not None:
+            progress("convert", done, total)
+    taken: dict[str, int] = {}
+    for done, path in enumerate(labels, start=len(todo) + len(images) + 1):
+        report.results.append(_convert_label(path, found.series, names, output, taken, options))
         if progress is not None:
             progress("convert", done, total)
     return report
@@ -157,6 +173,115 @@ def _convert_series(series: DicomSeries, target: Path, options: ConvertOptions) 
         return ConversionResult(first, name, "failed", None, series.series_uid, str(exc))
     log.info("converted %s (%s) -> %s", name, series.series_uid, target)
     return ConversionResult(first, name, "converted", str(target), series.series_uid)
+
+
+def _convert_label(
+    path: Path,
+    series: tuple[DicomSeries, ...],
+    names: dict[int, str],
+    output: Path,
+    taken: dict[str, int],
+    options: ConvertOptions,
+) -> ConversionResult:
+    """A SEG or RTSTRUCT as a label map on its series' grid, beside that series' output."""
+    kind = dicom_label_kind(path) or "label"
+    try:
+        referenced = referenced_series(path)
+        match = next((s for s in series if s.series_uid in referenced), None)
+        if match is None:
+            shown = ", ".join(referenced) or "no series"
+            raise InputError(f"{path}: references {shown}, which this folder does not hold; convert it with its series")
+        stem = f"{names[id(match)]}.{kind.lower()}"
+        taken[stem] = taken.get(stem, 0) + 1
+        if taken[stem] > 1:
+            stem = f"{stem}-{taken[stem]}"
+        target = output / (stem + OUTPUT_FORMATS[options.format])
+        if target.exists() and not options.overwrite:
+            kept = "kept (use --overwrite)"
+            return ConversionResult(str(path), path.name, "exists", str(target), match.series_uid, kept)
+        image = read_series(match, options=options.dicom)
+        reading = read_label(path, reference=image.geometry, series_uid=match.series_uid)
+        write_image(reading.volume, target)
+        table = {
+            "kind": kind,
+            "source": str(path),
+            "series_instance_uid": match.series_uid,
+            "labels": {str(s.number): s.name for s in reading.volume.segments},
+        }
+        write_atomically(output / f"{stem}.json", lambda tmp: tmp.write_text(json.dumps(table, indent=2) + "\n"))
+    except MedsegError as exc:
+        log.warning("%s", exc)
+        return ConversionResult(str(path), path.name, "failed", None, None, str(exc))
+    log.info("converted %s %s -> %s", kind, path, target)
+    return ConversionResult(str(path), f"{kind} {path.name}", "converted", str(target), match.series_uid)
+
+
+def labels_to_dicom(
+    labels: str | os.PathLike[str],
+    series: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    kind: Literal["seg", "rtstruct"] = "seg",
+    names: str | os.PathLike[str] | None = None,
+    dicom: DicomReadOptions | None = None,
+    overwrite: bool = False,
+) -> ConversionResult:
+    """Write a label map drawn on a DICOM series as a SEG or RTSTRUCT on that series' instances.
+
+    Args:
+        labels: the label map (NIfTI, NRRD, MHA) on the series' grid (within 0.01 mm).
+        series: the DICOM series (a folder holding one image series, or one of its files).
+        output: the file to write.
+        kind: ``"seg"`` or ``"rtstruct"``.
+        names: a JSON naming the labels: what :func:`convert` writes beside a label map
+            (``{"labels": {"1": "liver"}}``) or a ``dataset.json``; default ``label N``.
+        dicom: how to read the series.
+        overwrite: replace ``output`` when it exists.
+
+    Raises:
+        InputError: unreadable inputs, a label map off the series' grid, an output that exists,
+            or a file that does not read back as the label map.
+    """
+    from medseg.datasets.manifest import parse_labels, read_json
+    from medseg.io import read_dicom
+    from medseg.io.dicom_outputs import AlgorithmIdentity
+    from medseg.io.rtstruct import read_rtstruct, write_rtstruct
+    from medseg.io.seg import check_seg, write_seg
+    from medseg.volume import Segment, VolumeKind
+
+    labels, series, output = Path(labels), Path(series), Path(output)
+    if kind not in ("seg", "rtstruct"):
+        raise InputError(f"unknown DICOM label kind {kind!r}; choose seg or rtstruct")
+    if output.exists() and not overwrite:
+        return ConversionResult(str(labels), labels.name, "exists", str(output), None, "kept (use --overwrite)")
+    image = read_dicom(series, options=dicom)
+    label_map = read_image(labels, kind=VolumeKind.LABEL)
+    image.geometry.require_same_grid(
+        label_map.geometry, tolerance_mm=0.01, what=f"{labels.name} and the series' grid"
+    )
+    table: dict[int, str] = {}
+    if names is not None:
+        data = read_json(Path(names))
+        raw = data.get("labels") if isinstance(data, dict) else None
+        if isinstance(raw, dict) and all(str(k).isdigit() for k in raw):
+            table = {int(k): str(v) for k, v in raw.items() if int(k) > 0}
+        else:
+            table = parse_labels(raw, Path(names))
+    segments = tuple(Segment(number, name) for number, name in sorted(table.items()))
+    on_series = image.with_array(label_map.channel(0), kind=VolumeKind.LABEL, segments=segments)
+    algorithm = AlgorithmIdentity("medseg-convert", __version__)
+    if kind == "seg":
+        write_seg(on_series, output, algorithm=algorithm)
+        check = check_seg(output, on_series)
+        if not check.ok:
+            raise InputError(f"{output}: {check.message}")
+    else:
+        write_rtstruct(on_series, output, algorithm=algorithm)
+        back = read_rtstruct(output, reference=image.geometry).channel(0)
+        if not (back == on_series.channel(0)).all():
+            raise InputError(f"{output}: the structure set does not read back as {labels.name}")
+    log.info("converted %s -> %s %s", labels, kind.upper(), output)
+    return ConversionResult(str(labels), labels.name, "converted", str(output), image.source.series_instance_uid)
 
 
 def _convert_image(source: Path, target: Path, options: ConvertOptions) -> ConversionResult:

@@ -10,6 +10,12 @@ is case ``X``; a folder ``<name>/`` holding ``<name>.nii.gz`` or
 ``<name>.seg.dcm`` (what ``medseg predict`` writes for a DICOM series) is case
 ``<name>``, the NIfTI preferred. A trailing ``_0000`` (nnU-Net's channel
 suffix) is dropped. Cases on one side only are listed, not scored.
+
+References may be DICOM SEG or RT Structure Sets. An RTSTRUCT's contours are
+filled on the prediction's grid, and its ROIs become labels by name: the
+prediction's segment names (a SEG's, or a ``dataset.json``'s beside the
+references), matched as :mod:`medseg.io.labels` does; ROIs that match none are
+left out with a warning.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import numpy as np
 from medseg.errors import ConfigError, InputError, MedsegError
 from medseg.io import image_format, read_image
 from medseg.io.files import atomic_path
+from medseg.io.labels import LabelTable, dicom_label_kind, read_label
 from medseg.metrics import DEFAULT_TOLERANCE_MM, METRICS, LabelScores, LabelStatus, score_labels
 from medseg.parallel import ordered_map
 from medseg.volume import Volume
@@ -177,7 +184,8 @@ def evaluate(
     Args:
         predictions: a label file (NIfTI, NRRD, MHA or DICOM SEG) or a folder of them
             (or of ``medseg predict`` case folders).
-        references: a label file or a folder of them (e.g. nnU-Net's ``labelsTs``).
+        references: a label file (NIfTI, NRRD, MHA, DICOM SEG or RTSTRUCT) or a folder of them
+            (e.g. nnU-Net's ``labelsTs``).
         labels: label numbers or names to score; default: every label present in
             the references. Names come from the references' segments (DICOM SEG)
             or a ``dataset.json`` in or above the reference folder.
@@ -204,7 +212,7 @@ def evaluate(
     pairs = sorted(set(found_p) & set(found_r))
     names = _dataset_names(references)
     numbers = _numbers(labels, names)
-    tasks = [_Task(case, found_p[case], found_r[case], numbers, tolerance_mm) for case in pairs]
+    tasks = [_Task(case, found_p[case], found_r[case], numbers, tolerance_mm, names) for case in pairs]
     outcomes = []
     for done, outcome in enumerate(ordered_map(_score_case, tasks, workers=workers, min_items=2), 1):
         outcomes.append(outcome)
@@ -213,6 +221,7 @@ def evaluate(
     for outcome in outcomes:
         for number, name in outcome.names.items():
             names.setdefault(number, name)
+        warnings.extend(outcome.warnings)
     if labels is None:
         chosen = sorted({n for o in outcomes for n in o.in_reference})
         extra = sorted({n for o in outcomes for n in o.in_prediction} - set(chosen))
@@ -316,6 +325,7 @@ class _Task:
     reference: Path
     labels: list[int] | None
     tolerance_mm: float
+    names: dict[int, str] = field(default_factory=dict)  # known label names: an RTSTRUCT's ROIs are matched to them
 
 
 @dataclass(frozen=True)
@@ -326,6 +336,7 @@ class _Outcome:
     in_reference: frozenset[int] = frozenset()
     in_prediction: frozenset[int] = frozenset()
     error: str = ""
+    warnings: tuple[str, ...] = ()
 
     @property
     def case_id(self) -> str:
@@ -333,9 +344,20 @@ class _Outcome:
 
 
 def _score_case(task: _Task) -> _Outcome:
+    warnings: tuple[str, ...] = ()
     try:
-        reference = read_label_map(task.reference)
-        prediction = read_label_map(task.prediction, reference=reference)
+        if dicom_label_kind(task.reference) == "RTSTRUCT":  # contours: filled on the prediction's grid
+            prediction = read_label_map(task.prediction)
+            names = {s.number: s.name for s in prediction.segments} or task.names
+            table = LabelTable.build(names) if names else None
+            reading = read_label(task.reference, reference=prediction.geometry, table=table)
+            reference = reading.volume
+            if reading.unmatched:
+                left = ", ".join(repr(n) for n in reading.unmatched)
+                warnings = (f"{task.reference}: ROI(s) {left} match no label of the prediction; not scored",)
+        else:
+            reference = read_label_map(task.reference)
+            prediction = read_label_map(task.prediction, reference=reference)
         scores = score_labels(
             prediction,
             reference,
@@ -354,6 +376,7 @@ def _score_case(task: _Task) -> _Outcome:
         names=names,
         in_reference=frozenset(s.label for s in scores if s.status in (LabelStatus.OK, LabelStatus.MISSED)),
         in_prediction=frozenset(s.label for s in scores if s.status in (LabelStatus.OK, LabelStatus.SPURIOUS)),
+        warnings=warnings,
     )
 
 

@@ -96,6 +96,8 @@ def resolve_pipeline(
             for problem in problems:
                 if problem.severity == "warning":
                     log.warning("%s", problem)
+                elif problem.severity == "note":
+                    log.info("%s", problem)
             require_valid(problems)
         check_pipeline_fits(chosen, dataset)
     if epochs is not None and epochs != chosen.training.epochs:

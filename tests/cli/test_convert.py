@@ -172,3 +172,75 @@ def test_real_ct_overlays_reference_segmentation(shared_data, tmp_path):
     assert organ.sum() > 1000
     assert -50 < float(np.median(hu[organ])) < 150
     assert float(np.median(hu[labels == 0])) < float(np.median(hu[organ]))
+
+
+def test_rtstruct_and_seg_in_a_tree_become_label_maps_beside_their_series(tmp_path, capsys):
+    from medseg.io.dicom import read_dicom
+    from medseg.io.dicom_outputs import AlgorithmIdentity
+    from medseg.io.rtstruct import write_rtstruct
+    from medseg.io.seg import write_seg
+
+    geometry = factories.axial_geometry(shape=(30, 20, 9), feet_first=True)
+    image, labels = factories.phantom_pair(geometry)
+    factories.write_series(image, tmp_path / "in" / "ct", series_number=4, series_description="CT")
+    other, _ = factories.phantom_pair()
+    factories.write_series(other, tmp_path / "w_other", series_number=5, series_description="other")
+    scan = read_dicom(tmp_path / "in" / "ct")
+    on_scan = scan.with_array(factories.aligned_to(labels, scan.geometry), kind="label", segments=labels.segments)
+    algorithm = AlgorithmIdentity("manual", "1")
+    write_rtstruct(on_scan, tmp_path / "in" / "rs" / "rs.dcm", algorithm=algorithm)
+    write_seg(on_scan, tmp_path / "in" / "seg" / "seg.dcm", algorithm=algorithm)
+    # A structure set on a series the folder does not hold fails alone.
+    other_scan = read_dicom(tmp_path / "w_other")
+    write_rtstruct(
+        other_scan.with_array(np.ones(other_scan.spatial_shape, np.uint8), kind="label"),
+        tmp_path / "in" / "stray" / "rs.dcm",
+        algorithm=algorithm,
+    )
+
+    code = main(["-q", "convert", str(tmp_path / "in"), str(tmp_path / "out")])
+
+    assert code == 1
+    assert "which this folder does not hold" in capsys.readouterr().out
+    for kind in ("rtstruct", "seg"):
+        converted = read_nifti(tmp_path / "out" / f"0004_CT.{kind}.nii.gz")
+        series = read_nifti(tmp_path / "out" / "0004_CT.nii.gz")
+        assert converted.geometry.is_close(series.geometry, tolerance_mm=1e-3)
+        np.testing.assert_array_equal(converted.array[0], on_scan.array[0])
+        names = json.loads((tmp_path / "out" / f"0004_CT.{kind}.json").read_text())
+        assert names["labels"] == {"1": "liver", "2": "spleen", "3": "kidney"} and names["kind"] == kind.upper()
+
+
+@pytest.mark.parametrize("kind", ["seg", "rtstruct"])
+def test_a_nifti_label_map_on_a_series_round_trips_through_dicom_exactly(tmp_path, capsys, kind):
+    geometry = factories.oblique_geometry()
+    image, labels = factories.phantom_pair(geometry)
+    factories.write_series(image, tmp_path / "in" / "ct", series_number=7, series_description="CT")
+    assert main(["-q", "convert", str(tmp_path / "in"), str(tmp_path / "nifti")]) == 0
+    series_nifti = read_nifti(tmp_path / "nifti" / "0007_CT.nii.gz")
+    drawn = series_nifti.with_array(factories.aligned_to(labels, series_nifti.geometry), kind="label")
+    write_image(drawn, tmp_path / "drawn.nii.gz")
+    names = {"background": 0, "liver": 1, "spleen": 2, "kidney": 3}
+    (tmp_path / "names.json").write_text(json.dumps({"labels": names}))
+
+    out = tmp_path / f"drawn.{kind}.dcm"
+    arguments = ["convert", str(tmp_path / "drawn.nii.gz"), str(out), "--series", str(tmp_path / "in" / "ct")]
+    assert main([*arguments, "--to", kind, "--names", str(tmp_path / "names.json")]) == 0
+    assert "converted" in capsys.readouterr().out
+
+    # ... and back: the tree now holds the series and its label file.
+    shutil.copy(out, tmp_path / "in" / out.name)
+    assert main(["-q", "convert", str(tmp_path / "in"), str(tmp_path / "back")]) == 0
+    back = read_nifti(tmp_path / "back" / f"0007_CT.{kind}.nii.gz")
+    np.testing.assert_array_equal(back.array[0], drawn.array[0])
+    assert back.geometry.is_close(drawn.geometry, tolerance_mm=1e-3)
+    names = json.loads((tmp_path / "back" / f"0007_CT.{kind}.json").read_text())["labels"]
+    assert names == {"1": "liver", "2": "spleen", "3": "kidney"}
+    # A label map off the series' grid is refused in one line, and nothing is written.
+    moved = drawn.geometry.affine.copy()
+    moved[:3, 3] += (0.0, 0.0, 5.0)
+    write_image(drawn.replace(geometry=Geometry(drawn.geometry.shape, moved)), tmp_path / "shifted.nii.gz")
+    arguments = ["convert", str(tmp_path / "shifted.nii.gz"), str(tmp_path / "x.dcm")]
+    assert main([*arguments, "--series", str(tmp_path / "in" / "ct")]) == 1
+    assert "shifted.nii.gz and the series' grid are 5 mm apart" in capsys.readouterr().err
+    assert not (tmp_path / "x.dcm").exists()
