@@ -52,6 +52,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--to", choices=("seg", "rtstruct"), default="seg", help="DICOM SEG (default) or RT Structure Set"
     )
     to_dicom.add_argument(
+        "--made",
+        choices=("manual", "semiautomatic", "automatic"),
+        default="manual",
+        help="how the labels were made, as the file records it (default: manual, drawn by hand)",
+    )
+    to_dicom.add_argument(
         "--names",
         type=Path,
         help='JSON naming the labels: {"labels": {"1": "liver"}} (what convert writes) or a dataset.json',
@@ -104,6 +110,7 @@ def _to_dicom(args: argparse.Namespace) -> int:
         args.output,
         kind=args.to,
         names=args.names,
+        made=args.made.upper(),
         dicom=DicomReadOptions(irregular=args.irregular, tilt=args.tilt, workers=args.workers),
         overwrite=args.overwrite,
     )

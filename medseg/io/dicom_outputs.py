@@ -29,6 +29,9 @@ TISSUE: Code = ("85756007", "SCT", "Tissue")
 #: CID 7150 category of a label that has a type code but no category.
 ANATOMICAL_STRUCTURE: Code = ("91723000", "SCT", "Anatomical Structure")
 
+#: How segments may have been made (SEG Segment Algorithm Type, RTSTRUCT ROI Generation Algorithm).
+ALGORITHM_KINDS = ("AUTOMATIC", "SEMIAUTOMATIC", "MANUAL")
+
 #: How far (mm) a stored plane (a source slice, a SEG frame, a contour) may lie from the grid slice it is taken for.
 SLICE_TOLERANCE_MM = 0.1
 
@@ -45,18 +48,25 @@ class AlgorithmIdentity:
             ``"0.1.0+sha256:1a2b3c4d"`` (at most 64 characters).
         family: CID 7162 code of the algorithm family; Artificial Intelligence
             (DCM 123110) by default.
+        kind: how the segments were made, as SEG's Segment Algorithm Type and RTSTRUCT's ROI
+            Generation Algorithm record it: ``"AUTOMATIC"`` (a model's output, the default),
+            ``"SEMIAUTOMATIC"`` or ``"MANUAL"`` (labels drawn by hand and converted: a SEG then
+            names no algorithm for its segments).
 
     Raises:
-        InputError: an empty or too long name or version.
+        InputError: an empty or too long name or version, or an unknown kind.
     """
 
     name: str
     version: str
     family: Code = ARTIFICIAL_INTELLIGENCE
+    kind: str = "AUTOMATIC"
 
     def __post_init__(self) -> None:
         for field, value in (("name", self.name), ("version", self.version)):
             check_long_string(value, f"algorithm {field}")
+        if self.kind not in ALGORITHM_KINDS:
+            raise InputError(f"algorithm kind must be one of {', '.join(ALGORITHM_KINDS)}, got {self.kind!r}")
 
     @property
     def description(self) -> str:

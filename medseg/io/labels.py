@@ -33,10 +33,15 @@ from medseg.geometry import Geometry
 from medseg.io.canvas import Painted
 from medseg.volume import Segment, Volume, VolumeKind
 
-#: SOP Class UID of DICOM Segmentation Storage.
+#: SOP Class UIDs of DICOM Segmentation Storage and Label Map Segmentation Storage (a LABELMAP SEG).
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+LABEL_MAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
 #: What a DICOM label file may be, by SOP Class UID.
-DICOM_LABEL_CLASSES = {SEGMENTATION_STORAGE: "SEG", RTStructureSetStorage: "RTSTRUCT"}
+DICOM_LABEL_CLASSES = {
+    SEGMENTATION_STORAGE: "SEG",
+    LABEL_MAP_SEGMENTATION_STORAGE: "SEG",
+    RTStructureSetStorage: "RTSTRUCT",
+}
 
 _SEPARATORS = re.compile(r"[\s_\-]+")
 
@@ -263,8 +268,7 @@ def _read_seg(path: Path, reference: Geometry | None, table: LabelTable | None, 
     if reference is None:
         reference = read_seg(path).geometry
     names = {int(item.SegmentNumber): str(item.get("SegmentLabel", "")) for item in seg.SegmentSequence}
-    if str(seg.SegmentationType) == "LABELMAP":
-        raise InputError(f"{path}: a LABELMAP SEG cannot be renamed by a label table yet; give it without one")
+    names.pop(0, None)  # a LABELMAP SEG may describe its background as segment 0
     matched, unmatched = _match(path, names, table)
     painted = paint_seg(seg, reference=reference, paint=table.paint_order(matched), path=path)
     return _reading(path, "SEG", painted, matched, unmatched, table, reference)

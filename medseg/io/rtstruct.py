@@ -145,7 +145,7 @@ def write_rtstruct(
     for index, segment in enumerate(segments, start=1):
         roi = Dataset()
         roi.ROINumber, roi.ReferencedFrameOfReferenceUID, roi.ROIName = segment.label, frame_uid, segment.name
-        roi.ROIGenerationAlgorithm, roi.ROIGenerationDescription = "AUTOMATIC", algorithm.description
+        roi.ROIGenerationAlgorithm, roi.ROIGenerationDescription = algorithm.kind, algorithm.description
         structures.append(roi)
         item = Dataset()
         item.ReferencedROINumber = segment.label

@@ -111,7 +111,9 @@ def write_seg(
     identification = hd.AlgorithmIdentificationSequence(
         name=algorithm.name, family=PydicomCode(*algorithm.family), version=algorithm.version, source="medseg"
     )
-    descriptions = [_description(segment, identification) for segment in segments]
+    kind = hd.seg.SegmentAlgorithmTypeValues(algorithm.kind)
+    manual = kind == hd.seg.SegmentAlgorithmTypeValues.MANUAL
+    descriptions = [_description(segment, kind, None if manual else identification) for segment in segments]
     try:
         seg = hd.seg.Segmentation(
             source_images=list(slices.headers),
@@ -232,7 +234,9 @@ def _segment_number_stack(labels: Volume, segments: tuple[OutputSegment, ...]) -
 
 
 def _description(
-    segment: OutputSegment, identification: hd.AlgorithmIdentificationSequence
+    segment: OutputSegment,
+    kind: hd.seg.SegmentAlgorithmTypeValues,
+    identification: hd.AlgorithmIdentificationSequence | None,
 ) -> hd.seg.SegmentDescription:
     color = hd.color.CIELabColor.from_rgb(*segment.color) if segment.color is not None else None
     return hd.seg.SegmentDescription(
@@ -240,7 +244,7 @@ def _description(
         segment_label=segment.name,
         segmented_property_category=PydicomCode(*segment.category),
         segmented_property_type=PydicomCode(*segment.type),
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_type=kind,
         algorithm_identification=identification,
         display_color=color,
     )

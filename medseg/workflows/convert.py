@@ -223,6 +223,7 @@ def labels_to_dicom(
     *,
     kind: Literal["seg", "rtstruct"] = "seg",
     names: str | os.PathLike[str] | None = None,
+    made: Literal["MANUAL", "SEMIAUTOMATIC", "AUTOMATIC"] = "MANUAL",
     dicom: DicomReadOptions | None = None,
     overwrite: bool = False,
 ) -> ConversionResult:
@@ -235,6 +236,8 @@ def labels_to_dicom(
         kind: ``"seg"`` or ``"rtstruct"``.
         names: a JSON naming the labels: what :func:`convert` writes beside a label map
             (``{"labels": {"1": "liver"}}``) or a ``dataset.json``; default ``label N``.
+        made: how the labels were made, as the file records it (SEG Segment Algorithm Type,
+            RTSTRUCT ROI Generation Algorithm); drawn by hand by default.
         dicom: how to read the series.
         overwrite: replace ``output`` when it exists.
 
@@ -269,7 +272,7 @@ def labels_to_dicom(
             table = parse_labels(raw, Path(names))
     segments = tuple(Segment(number, name) for number, name in sorted(table.items()))
     on_series = image.with_array(label_map.channel(0), kind=VolumeKind.LABEL, segments=segments)
-    algorithm = AlgorithmIdentity("medseg-convert", __version__)
+    algorithm = AlgorithmIdentity("medseg-convert", __version__, kind=made)
     if kind == "seg":
         write_seg(on_series, output, algorithm=algorithm)
         check = check_seg(output, on_series)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 
 from medseg.cli import main
@@ -227,6 +228,15 @@ def test_a_nifti_label_map_on_a_series_round_trips_through_dicom_exactly(tmp_pat
     arguments = ["convert", str(tmp_path / "drawn.nii.gz"), str(out), "--series", str(tmp_path / "in" / "ct")]
     assert main([*arguments, "--to", kind, "--names", str(tmp_path / "names.json")]) == 0
     assert "converted" in capsys.readouterr().out
+    written = pydicom.dcmread(out)
+    if kind == "seg":  # drawn by hand: MANUAL, and no algorithm named
+        assert {s.SegmentAlgorithmType for s in written.SegmentSequence} == {"MANUAL"}
+        assert not any("SegmentationAlgorithmIdentificationSequence" in s for s in written.SegmentSequence)
+    else:
+        assert {r.ROIGenerationAlgorithm for r in written.StructureSetROISequence} == {"MANUAL"}
+    if shutil.which("dciodvfy"):
+        result = subprocess.run(["dciodvfy", str(out)], capture_output=True, text=True, timeout=60)
+        assert [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")] == []
 
     # ... and back: the tree now holds the series and its label file.
     shutil.copy(out, tmp_path / "in" / out.name)

@@ -15,6 +15,7 @@ from pydicom.uid import generate_uid
 
 from medseg.datasets import check_dataset, load_case, open_dataset
 from medseg.errors import ConfigError, GeometryError, InputError
+from medseg.io.dicom import read_dicom
 from medseg.io.labels import LabelTable, find_dicom_labels, normalise_name, read_label
 from medseg.io.nifti import write_nifti
 from medseg.io.rtstruct import write_rtstruct
@@ -304,3 +305,40 @@ def test_a_dicom_study_tree_with_a_dataset_json_is_a_dataset(tmp_path):
     np.testing.assert_array_equal(label.channel(0), array)
     _, label = load_case(dataset, dataset.case("p1_CT"))
     assert set(np.unique(label.channel(0))) == {0, 1, 2}
+
+
+def test_seg_edge_cases_labelmap_multiframe_source_and_another_frame_of_reference(tmp_path):
+    from highdicom.legacy import LegacyConvertedEnhancedCTImage
+
+    image = write_scan("feet-first", tmp_path / "ct")
+    singles = [pydicom.dcmread(f) for f in image.source.files]
+    uids = {"series_instance_uid": generate_uid(), "sop_instance_uid": generate_uid()}
+    enhanced = LegacyConvertedEnhancedCTImage(singles, series_number=20, instance_number=1, **uids)
+    (tmp_path / "enhanced").mkdir()
+    enhanced.save_as(tmp_path / "enhanced" / "ct.dcm")
+    multiframe = read_dicom(tmp_path / "enhanced")
+    frames = np.zeros((int(enhanced.NumberOfFrames), *multiframe.spatial_shape[1::-1]), dtype=np.uint8)
+    frames[1:4, 2:10, 3:12] = 1  # "Leber"
+    frames[2:5, 4:8, 14:20] = 2  # "Niere re."
+    descriptions = [
+        hd.seg.SegmentDescription(n, name, codes.SCT.Tissue, codes.SCT.Tissue, "MANUAL")
+        for n, name in ((1, "Leber"), (2, "Niere re."))
+    ]
+    seg = hd.seg.Segmentation(
+        [enhanced], frames, "LABELMAP", descriptions, generate_uid(), 1, generate_uid(), 1, "x", "x", "1", "1"
+    )
+    seg.save_as(tmp_path / "labelmap.dcm")
+
+    reading = read_label(tmp_path / "labelmap.dcm", reference=multiframe.geometry, table=TABLE)
+
+    expected = np.zeros(multiframe.spatial_shape, dtype=np.uint8)
+    for k, number in enumerate(multiframe.source.frame_numbers):  # slice k is frame `number` of the source
+        expected[..., k] = frames[int(number) - 1].T  # (rows, columns) -> (i, j)
+    np.testing.assert_array_equal(reading.volume.channel(0), expected)
+    assert dict(reading.matched) == {"Leber": "liver", "Niere re.": "kidney"}
+
+    other = pydicom.dcmread(tmp_path / "labelmap.dcm")
+    other.FrameOfReferenceUID = generate_uid()
+    other.save_as(tmp_path / "frame.dcm")
+    with pytest.raises(GeometryError, match="frame.dcm: the SEG's frame of reference .* is not the grid's"):
+        read_label(tmp_path / "frame.dcm", reference=multiframe.geometry, table=TABLE)
