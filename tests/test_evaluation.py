@@ -218,12 +218,12 @@ def test_rtstruct_references_are_filled_on_the_prediction_grid_and_matched_by_na
     # The reference as a planning system names it: other spellings, and a body outline that is no label.
     array = np.where(truth > 0, truth, 0).astype(np.uint8)
     array[0, :, :] = 9
-    spelled = (Segment(1, "LIVER"), Segment(2, "Spleen"), Segment(3, "kidney"), Segment(9, "BODY"))
+    spelled = (Segment(1, "LIVER"), Segment(2, "Milz"), Segment(3, "kidney"), Segment(9, "BODY"))
     reference = scan.with_array(array, kind=VolumeKind.LABEL, segments=spelled)
     write_rtstruct(reference, tmp_path / "ref" / "ct.dcm", algorithm=AlgorithmIdentity("planning", "1"))
-    # NIfTI predictions carry no names: the references' dataset.json gives them.
+    # NIfTI predictions carry no names: the references' dataset.json gives them, and its label table the synonyms.
     names = {"background": 0, "liver": 1, "spleen": 2, "kidney": 3}
-    (tmp_path / "ref" / "dataset.json").write_text(json.dumps({"labels": names}))
+    (tmp_path / "ref" / "dataset.json").write_text(json.dumps({"labels": names, "label_names": {"spleen": "milz"}}))
     eroded = np.where(np.roll(truth, 1, axis=0) == truth, truth, 0).astype(np.uint8)
     prediction = scan.with_array(eroded, kind=VolumeKind.LABEL, segments=labels.segments)
     _write(prediction, tmp_path / "pred" / "ct.nii.gz")

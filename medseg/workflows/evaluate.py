@@ -12,10 +12,11 @@ is case ``X``; a folder ``<name>/`` holding ``<name>.nii.gz`` or
 suffix) is dropped. Cases on one side only are listed, not scored.
 
 References may be DICOM SEG or RT Structure Sets. An RTSTRUCT's contours are
-filled on the prediction's grid, and its ROIs become labels by name: the
-prediction's segment names (a SEG's, or a ``dataset.json``'s beside the
-references), matched as :mod:`medseg.io.labels` does; ROIs that match none are
-left out with a warning.
+filled on the prediction's grid, and its ROIs become labels by name: by the label
+table of a ``dataset.json`` beside the references (``labels`` with
+``label_names`` / ``label_priority``), else the prediction's segment names (a
+SEG's) or that ``dataset.json``'s label names, matched as :mod:`medseg.io.labels`
+does; ROIs that match none are left out with a warning.
 """
 
 from __future__ import annotations
@@ -212,7 +213,8 @@ def evaluate(
     pairs = sorted(set(found_p) & set(found_r))
     names = _dataset_names(references)
     numbers = _numbers(labels, names)
-    tasks = [_Task(case, found_p[case], found_r[case], numbers, tolerance_mm, names) for case in pairs]
+    table = _dataset_table(references)
+    tasks = [_Task(case, found_p[case], found_r[case], numbers, tolerance_mm, names, table) for case in pairs]
     outcomes = []
     for done, outcome in enumerate(ordered_map(_score_case, tasks, workers=workers, min_items=2), 1):
         outcomes.append(outcome)
@@ -326,6 +328,7 @@ class _Task:
     labels: list[int] | None
     tolerance_mm: float
     names: dict[int, str] = field(default_factory=dict)  # known label names: an RTSTRUCT's ROIs are matched to them
+    table: LabelTable | None = None  # the references' dataset.json label table (label_names, label_priority)
 
 
 @dataclass(frozen=True)
@@ -349,7 +352,7 @@ def _score_case(task: _Task) -> _Outcome:
         if dicom_label_kind(task.reference) == "RTSTRUCT":  # contours: filled on the prediction's grid
             prediction = read_label_map(task.prediction)
             names = {s.number: s.name for s in prediction.segments} or task.names
-            table = LabelTable.build(names) if names else None
+            table = task.table or (LabelTable.build(names) if names else None)
             reading = read_label(task.reference, reference=prediction.geometry, table=table)
             reference = reading.volume
             if reading.unmatched:
@@ -443,6 +446,24 @@ def _resolve(labels: Sequence[int | str], names: Mapping[int, str]) -> list[int]
     if not out:
         raise ConfigError("no labels given")
     return out
+
+
+def _dataset_table(references: Path) -> LabelTable | None:
+    """The label table of a ``dataset.json`` beside the references that has ``label_names`` or ``label_priority``."""
+    from medseg.datasets.manifest import parse_label_table, parse_labels, read_json
+
+    folder = references if references.is_dir() else references.parent
+    for candidate in (folder / "dataset.json", folder.parent / "dataset.json"):
+        if candidate.is_file():
+            try:
+                data = read_json(candidate)
+                if not isinstance(data, dict) or "labels" not in data:
+                    return None
+                return parse_label_table(data, parse_labels(data["labels"], candidate), candidate)
+            except InputError as exc:
+                logger.warning("label table not read: %s", exc)
+                return None
+    return None
 
 
 def _dataset_names(references: Path) -> dict[int, str]:
