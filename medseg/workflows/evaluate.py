@@ -211,9 +211,8 @@ def evaluate(
     if predictions.is_file() and references.is_file():  # one pair: names need not agree
         found_p = {next(iter(found_r)): found_p[next(iter(found_p))]}
     pairs = sorted(set(found_p) & set(found_r))
-    names = _dataset_names(references)
+    names, table = _dataset_labels(references)
     numbers = _numbers(labels, names)
-    table = _dataset_table(references)
     tasks = [_Task(case, found_p[case], found_r[case], numbers, tolerance_mm, names, table) for case in pairs]
     outcomes = []
     for done, outcome in enumerate(ordered_map(_score_case, tasks, workers=workers, min_items=2), 1):
@@ -448,8 +447,9 @@ def _resolve(labels: Sequence[int | str], names: Mapping[int, str]) -> list[int]
     return out
 
 
-def _dataset_table(references: Path) -> LabelTable | None:
-    """The label table of a ``dataset.json`` beside the references that has ``label_names`` or ``label_priority``."""
+def _dataset_labels(references: Path) -> tuple[dict[int, str], LabelTable | None]:
+    """Label names, and the label table where it has ``label_names`` or ``label_priority``, from a
+    ``dataset.json`` in the reference folder or its parent (nnU-Net, Decathlon, a DICOM tree)."""
     from medseg.datasets.manifest import parse_label_table, parse_labels, read_json
 
     folder = references if references.is_dir() else references.parent
@@ -457,29 +457,14 @@ def _dataset_table(references: Path) -> LabelTable | None:
         if candidate.is_file():
             try:
                 data = read_json(candidate)
-                if not isinstance(data, dict) or "labels" not in data:
-                    return None
-                return parse_label_table(data, parse_labels(data["labels"], candidate), candidate)
-            except InputError as exc:
-                logger.warning("label table not read: %s", exc)
-                return None
-    return None
-
-
-def _dataset_names(references: Path) -> dict[int, str]:
-    """Label names from a ``dataset.json`` in the reference folder or its parent (nnU-Net, Decathlon)."""
-    from medseg.datasets.manifest import parse_labels, read_json
-
-    folder = references if references.is_dir() else references.parent
-    for candidate in (folder / "dataset.json", folder.parent / "dataset.json"):
-        if candidate.is_file():
-            try:
-                data = read_json(candidate)
-                return parse_labels(data.get("labels", {}), candidate) if isinstance(data, dict) else {}
+                if not isinstance(data, dict):
+                    return {}, None
+                names = parse_labels(data.get("labels", {}), candidate)
+                return names, parse_label_table(data, names, candidate)
             except InputError as exc:
                 logger.warning("label names not read: %s", exc)
-                return {}
-    return {}
+                return {}, None
+    return {}, None
 
 
 # -- files ---------------------------------------------------------------------------------
