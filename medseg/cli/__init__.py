@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from medseg import __version__
 from medseg.cli import completion, convert, demo, doctor, evaluate, info, listen, pacs, plan, predict, train
@@ -28,13 +29,37 @@ def build_parser() -> argparse.ArgumentParser:
         "with their geometry intact.",
     )
     parser.add_argument("--version", action="version", version=f"medseg {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug logs)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bars")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    _global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(sub)
+    for command_parser in _subparsers(parser):
+        group = command_parser.add_argument_group("global options (also before the command)")
+        _global_options(group, after_command=True)
     return parser
+
+
+def _global_options(container: Any, *, after_command: bool = False) -> None:
+    """``-v``, ``-q`` and ``--debug`` on a parser or group. After the command their default is
+    SUPPRESS, so that an option given before the command is kept when it is not repeated."""
+    defaults = dict.fromkeys(("verbose", "quiet", "debug"), argparse.SUPPRESS) if after_command else {}
+    verbose, quiet = defaults.get("verbose", 0), defaults.get("quiet", False)
+    container.add_argument("-v", "--verbose", action="count", default=verbose, help="more log output (-vv: debug)")
+    container.add_argument("-q", "--quiet", action="store_true", default=quiet, help="only errors; no progress bars")
+    container.add_argument(
+        "--debug", action="store_true", default=defaults.get("debug", False), help="show tracebacks and debug logs"
+    )
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every sub-command's parser, nested ones (``pacs query``) included."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                found.append(child)
+                found.extend(_subparsers(child))
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:

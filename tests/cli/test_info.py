@@ -70,3 +70,25 @@ def test_no_series_is_an_error(tmp_path, capsys):
     (tmp_path / "a.txt").write_text("x")
     assert main(["-q", "info", str(tmp_path)]) == 1
     assert "no image series" in capsys.readouterr().err
+
+
+def test_global_options_work_after_the_command_as_before(tmp_path, capsys):
+    from medseg.cli import build_parser
+
+    parser = build_parser()
+    after = parser.parse_args(["info", str(tmp_path), "-q", "--debug", "-vv"])
+    assert (after.quiet, after.debug, after.verbose) == (True, True, 2)
+    before = parser.parse_args(["-q", "--debug", "info", str(tmp_path)])  # not undone by the command's defaults
+    assert (before.quiet, before.debug, before.verbose) == (True, True, 0)
+    nested = parser.parse_args(["pacs", "echo", "--pacs", "x.yaml", "-q"])
+    assert nested.quiet is True
+    # A user error after the command with --debug raises instead of printing one line.
+    missing = tmp_path / "missing"
+    assert main(["info", str(missing)]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    try:
+        main(["info", str(missing), "--debug"])
+    except FileNotFoundError:
+        pass
+    else:
+        raise AssertionError("--debug after the command did not show the traceback")
