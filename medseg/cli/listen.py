@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Stop with Ctrl-C or SIGTERM; the series being segmented is finished first.",
     )
     parser.add_argument(
-        "--model", "-m", type=Path, required=True, help="a model folder (RUN_DIR/model of medseg train)"
+        "--model", "-m", type=Path, required=True, help="a model folder (RUN_DIR/model of medseg train, or RUN_DIR itself)"
     )
     parser.add_argument("--ae-title", default="MEDSEG", metavar="AET", help="our AE title (default: %(default)s)")
     parser.add_argument("--port", type=int, default=11112, help="the port to listen on (default: %(default)s)")

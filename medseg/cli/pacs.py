@@ -74,7 +74,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "skipped, failed); re-running finishes what is missing.",
     )
     segment.add_argument(
-        "--model", "-m", type=Path, required=True, help="a model folder (RUN_DIR/model of medseg train)"
+        "--model", "-m", type=Path, required=True, help="a model folder (RUN_DIR/model of medseg train, or RUN_DIR itself)"
     )
     segment.add_argument(
         "--format", default="seg", metavar="LIST", help="comma-separated: seg, rtstruct (pushed), nifti (kept in WORK)"

@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "-m",
         type=Path,
         required=True,
-        help="a model folder (RUN_DIR/model of medseg train), or 'bundled' for the phantom model shipped with medseg",
+        help="a model folder (RUN_DIR/model of medseg train, or RUN_DIR itself), or 'bundled' for the phantom model shipped with medseg",
     )
     parser.add_argument("--output", "-o", type=Path, required=True, metavar="OUT", help="the output folder")
     parser.add_argument(

@@ -164,11 +164,11 @@ class Segmenter:
             ModelError: the folder is missing, incomplete or damaged.
             ConfigError: an unknown device, or CUDA asked for without a GPU.
         """
-        from medseg.models.folder import MODEL_FINGERPRINT, load_model
+        from medseg.models.folder import MODEL_FINGERPRINT, load_model, model_folder
 
         network, pipeline, metadata = load_model(model_dir, device=device)
         fingerprint = None
-        path = Path(model_dir) / MODEL_FINGERPRINT
+        path = model_folder(model_dir) / MODEL_FINGERPRINT
         if path.is_file():
             try:
                 fingerprint = json.loads(path.read_text())

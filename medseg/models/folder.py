@@ -96,13 +96,22 @@ def export_model_folder(
     return folder
 
 
+def model_folder(path: str | os.PathLike[str]) -> Path:
+    """The model folder ``path`` names: itself, or a training run's ``RUN_DIR/model``."""
+    path = Path(path)
+    if not (path / MODEL_METADATA).is_file() and (path / "model" / MODEL_METADATA).is_file():
+        return path / "model"
+    return path
+
+
 def load_model(
     folder: str | os.PathLike[str], device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, Pipeline, dict[str, Any]]:
     """Load a model folder: the network (in eval mode, on ``device``), its pipeline and ``model.json``.
 
     Args:
-        folder: a folder written by :func:`export_model_folder` (``RUN_DIR/model``).
+        folder: a folder written by :func:`export_model_folder` (``RUN_DIR/model``), or the
+            training run's folder ``RUN_DIR`` itself.
         device: ``"cpu"``, ``"cuda"``, ``"auto"`` (CUDA when available) or a torch device.
 
     Raises:
@@ -112,7 +121,7 @@ def load_model(
     from medseg.models import build_network
     from medseg.models.devices import resolve_device
 
-    folder = Path(folder)
+    folder = model_folder(folder)
     if not folder.is_dir():
         raise ModelError(f"{folder}: no model folder there (expected a training run's model/ folder)")
     for name in (MODEL_WEIGHTS, MODEL_PIPELINE, MODEL_METADATA):

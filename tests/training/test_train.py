@@ -10,7 +10,7 @@ import torch
 
 from medseg.config import parse_pipeline
 from medseg.datasets import load_case, open_dataset
-from medseg.errors import ConfigError
+from medseg.errors import ConfigError, ModelError
 from medseg.models.folder import load_model
 from medseg.workflows.train import train
 from medseg.models.folder import file_sha256
@@ -120,6 +120,11 @@ def test_a_loaded_model_predicts_a_whole_volume(reference, phantom_dataset):
     logits = predict_logits(network, prepared.image, pipeline, device=torch.device("cpu"))
     assert logits.shape == (4, *prepared.image.shape[1:])
     assert torch.isfinite(logits).all()
+    # The run's folder names its model too (`--model RUN_DIR`), as RUN_DIR/model does.
+    from_run, _, run_facts = load_model(reference.run_dir, device="cpu")
+    assert run_facts == facts and all(torch.equal(a, b) for a, b in zip(from_run.parameters(), network.parameters()))
+    with pytest.raises(ModelError, match="not a complete model folder"):
+        load_model(reference.run_dir / "checkpoints")
 
 
 def test_the_same_seed_gives_the_same_run(reference, phantom_dataset, tiny_pipeline_file, tmp_path):
