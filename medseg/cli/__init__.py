@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -84,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medseg: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`medseg info DIR --json | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return EXIT_OK
     except (ConfigError, FileNotFoundError) as exc:
         if args.debug:
             raise

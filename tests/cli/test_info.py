@@ -92,3 +92,20 @@ def test_global_options_work_after_the_command_as_before(tmp_path, capsys):
         pass
     else:
         raise AssertionError("--debug after the command did not show the traceback")
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """`medseg info DIR --json | head`: the reader goes away; medseg exits 0 without a word."""
+    import subprocess
+    import sys
+
+    _folder_with_localizer(tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "medseg", "info", str(tmp_path), "--json", "--all"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()  # before medseg writes anything: its first write meets a pipe without a reader
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 0
+    assert "Broken pipe" not in stderr and "Traceback" not in stderr
