@@ -112,7 +112,8 @@ def _case_ids(root: Path, series: list[DicomSeries]) -> dict[str | None, str]:
     ids: dict[str | None, str] = {}
     taken: set[str] = set()
     for s in series:
-        relative = _series_folder(s).relative_to(root) if _series_folder(s) != root else Path(root.name)
+        folder = _series_folder(s)
+        relative = folder.relative_to(root) if folder != root else Path(root.name)
         name = safe_name(*relative.parts)
         if name in taken:
             name = safe_name(name, s.header.series_number, s.series_uid[-8:] if s.series_uid else None)

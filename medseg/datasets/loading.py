@@ -33,7 +33,6 @@ class CaseInspection:
     image: Volume | None = None
     label: Volume | None = None
     label_values: tuple[int, ...] = ()
-    label_summary: str = ""  # for a DICOM label: which ROI became which label
     _found: list[tuple[CaseProblem, type[MedsegError]]] = field(default_factory=list, repr=False)
 
     @property
@@ -178,7 +177,6 @@ def _read_dicom_label(dataset: Dataset, found: CaseInspection, reference: Geomet
     except (InputError, GeometryError) as exc:
         found.add(path, _without_path(str(exc), path), type(exc))
         return None
-    found.label_summary = reading.summary()
     found.add(reading.path, reading.summary(), severity="note")
     for note in reading.notes:
         found.add(reading.path, note, severity="note")

@@ -247,7 +247,7 @@ def _read_rtstruct(
     ds = load_rtstruct(path)
     _check_series(path, _rtstruct_series(ds), series_uid)
     if table is None:
-        volume = read_rtstruct(path, reference=reference)
+        volume = read_rtstruct(path, reference=reference, dataset=ds)
         return LabelReading(volume, "RTSTRUCT", path, tuple((s.name, s.name) for s in volume.segments))
     rois = ds.get("StructureSetROISequence") or []
     names = {int(roi.ROINumber): str(roi.get("ROIName") or f"ROI {roi.ROINumber}") for roi in rois}
@@ -257,16 +257,16 @@ def _read_rtstruct(
 
 
 def _read_seg(path: Path, reference: Geometry | None, table: LabelTable | None, series_uid: str | None) -> LabelReading:
-    from medseg.io.seg import load_seg, paint_seg, read_seg
+    from medseg.io.seg import load_seg, paint_seg, read_seg, seg_grid
 
     seg = load_seg(path)
     referenced = [str(s.SeriesInstanceUID) for s in seg.get("ReferencedSeriesSequence") or []]
     _check_series(path, referenced, series_uid)
     if table is None:
-        volume = read_seg(path, reference=reference)
+        volume = read_seg(path, reference=reference, seg=seg)
         return LabelReading(volume, "SEG", path, tuple((s.name, s.name) for s in volume.segments))
     if reference is None:
-        reference = read_seg(path).geometry
+        reference = seg_grid(seg, path=path)
     names = {int(item.SegmentNumber): str(item.get("SegmentLabel", "")) for item in seg.SegmentSequence}
     names.pop(0, None)  # a LABELMAP SEG may describe its background as segment 0
     matched, unmatched = _match(path, names, table)

@@ -188,6 +188,7 @@ def read_rtstruct(
     *,
     reference: Geometry,
     tolerance_mm: float = SLICE_TOLERANCE_MM,
+    dataset: Dataset | None = None,
 ) -> Volume:
     """Fill an RT Structure Set's contours on a grid: a label map.
 
@@ -201,6 +202,7 @@ def read_rtstruct(
         path: the RTSTRUCT file.
         reference: the grid to fill, e.g. the scan's geometry.
         tolerance_mm: how far a contour may lie from a slice of the grid.
+        dataset: the file as :func:`load_rtstruct` read it, when it is read already.
 
     Returns:
         A uint8 (uint16 past 255 ROIs) label volume; segments named after the ROIs,
@@ -212,7 +214,7 @@ def read_rtstruct(
         GeometryError: a contour does not lie on a slice of ``reference`` or reaches
             outside it, or the frames of reference differ.
     """
-    ds = _load(path)
+    ds = dataset if dataset is not None else _load(path)
     rois = list(ds.get("StructureSetROISequence") or [])
     numbers = [int(roi.ROINumber) for roi in rois]
     keep = all(1 <= n <= 255 for n in numbers) and len(set(numbers)) == len(numbers)

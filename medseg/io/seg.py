@@ -153,6 +153,7 @@ def read_seg(
     *,
     reference: Geometry | None = None,
     tolerance_mm: float = SLICE_TOLERANCE_MM,
+    seg: hd.seg.Segmentation | None = None,
 ) -> Volume:
     """Read a DICOM SEG as a label map (uint8, or uint16 past 255 segments).
 
@@ -167,6 +168,7 @@ def read_seg(
             spacing, from its first to its last frame along the slice normal, stepping
             by SpacingBetweenSlices (or the smallest gap between frames).
         tolerance_mm: how far a frame may lie from a slice of the grid.
+        seg: the file as :func:`load_seg` read it, when it is read already.
 
     Returns:
         A label volume: segments (names, codes, colours) from the SEG's segment table,
@@ -177,7 +179,7 @@ def read_seg(
         GeometryError: a frame does not lie on a slice of ``reference`` (or of the
             SEG's own grid), or the frames of reference differ.
     """
-    return _to_volume(_load(path), path, reference, tolerance_mm)
+    return _to_volume(seg if seg is not None else _load(path), path, reference, tolerance_mm)
 
 
 def check_seg(path: str | os.PathLike[str], labels: Volume) -> SegCheck:
@@ -283,8 +285,7 @@ def _to_volume(
 ) -> Volume:
     segments = tuple(_segment(item) for item in seg.SegmentSequence if int(item.SegmentNumber) > 0)
     if reference is None:
-        planes = [_frame_plane(seg, f, path) for f in range(int(seg.NumberOfFrames))]
-        reference = _own_grid(seg, planes, path, tolerance_mm)
+        reference = seg_grid(seg, path=path, tolerance_mm=tolerance_mm)
     painted = paint_seg(seg, reference=reference, tolerance_mm=tolerance_mm, path=path)
     return Volume(
         painted.array,
@@ -294,6 +295,18 @@ def _to_volume(
         segments=segments,
         path=os.fspath(path),
     )
+
+
+def seg_grid(
+    seg: hd.seg.Segmentation, *, path: str | os.PathLike[str] | None = None, tolerance_mm: float = SLICE_TOLERANCE_MM
+) -> Geometry:
+    """The SEG's own grid (see :func:`read_seg`), for a SEG read by :func:`load_seg`.
+
+    Raises:
+        InputError, GeometryError: no frames, or frames that do not form a regular stack.
+    """
+    planes = [_frame_plane(seg, f, path) for f in range(int(seg.NumberOfFrames))]
+    return _own_grid(seg, planes, path, tolerance_mm)
 
 
 def paint_seg(

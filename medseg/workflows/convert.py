@@ -139,8 +139,9 @@ def convert(
             report.results.append(
                 ConversionResult(series.frames[0].path, series.describe(), "skipped", None, series.series_uid, "localizer")
             )
-    labels = [Path(s.path) for s in found.skipped if dicom_label_kind(s.path) is not None]
-    report.skipped_files = [(path, why) for path, why in report.skipped_files if Path(path) not in set(labels)]
+    kinds = {Path(s.path): dicom_label_kind(s.path) for s in found.skipped}
+    labels = {path: kind for path, kind in kinds.items() if kind is not None}
+    report.skipped_files = [(path, why) for path, why in report.skipped_files if Path(path) not in labels]
     total = len(todo) + len(images) + len(labels)
     for done, series in enumerate(todo, start=1):
         report.results.append(_convert_series(series, output / (names[id(series)] + OUTPUT_FORMATS[options.format]), options))
@@ -151,8 +152,8 @@ def convert(
         if progress is not None:
             progress("convert", done, total)
     taken: dict[str, int] = {}
-    for done, path in enumerate(labels, start=len(todo) + len(images) + 1):
-        report.results.append(_convert_label(path, found.series, names, output, taken, options))
+    for done, (path, kind) in enumerate(labels.items(), start=len(todo) + len(images) + 1):
+        report.results.append(_convert_label(path, kind, found.series, names, output, taken, options))
         if progress is not None:
             progress("convert", done, total)
     return report
@@ -177,14 +178,14 @@ def _convert_series(series: DicomSeries, target: Path, options: ConvertOptions) 
 
 def _convert_label(
     path: Path,
+    kind: str,
     series: tuple[DicomSeries, ...],
     names: dict[int, str],
     output: Path,
     taken: dict[str, int],
     options: ConvertOptions,
 ) -> ConversionResult:
-    """A SEG or RTSTRUCT as a label map on its series' grid, beside that series' output."""
-    kind = dicom_label_kind(path) or "label"
+    """A SEG or RTSTRUCT (``kind``) as a label map on its series' grid, beside that series' output."""
     try:
         referenced = referenced_series(path)
         match = next((s for s in series if s.series_uid in referenced), None)

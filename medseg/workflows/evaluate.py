@@ -348,7 +348,8 @@ class _Outcome:
 def _score_case(task: _Task) -> _Outcome:
     warnings: tuple[str, ...] = ()
     try:
-        if dicom_label_kind(task.reference) == "RTSTRUCT":  # contours: filled on the prediction's grid
+        if image_format(task.reference) is None and dicom_label_kind(task.reference) == "RTSTRUCT":
+            # contours: filled on the prediction's grid
             prediction = read_label_map(task.prediction)
             names = {s.number: s.name for s in prediction.segments} or task.names
             table = task.table or (LabelTable.build(names) if names else None)
