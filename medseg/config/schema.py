@@ -69,6 +69,7 @@ class Preprocessing(_Strict):
     spacing: tuple[PositiveFloat, PositiveFloat, PositiveFloat]
     channels: list[Channel] = Field(min_length=1)
     crop_to_nonzero: bool = False
+    crop_to_body: bool = False  # CT: crop to the box of voxels above -500 HU (medseg.transforms.normalize.BODY_HU)
 
 
 class Network(_Strict):

@@ -3,7 +3,7 @@
 :meth:`Segmenter.segment` does, for one image:
 
 1. :func:`~medseg.transforms.prepare.prepare_case` without a label: crop to the
-   non-zero box (when the pipeline says so), resample to the pipeline's spacing
+   non-zero box or a CT's body (when the pipeline says so), resample to the pipeline's spacing
    on a grid that keeps the scan's origin and axes, normalise.
 2. The streaming sliding window (:class:`~medseg.inference.window.SlidingWindow`)
    hands out final class scores band by band along the stream axis.
@@ -12,7 +12,7 @@
    (:func:`~medseg.transforms.resample.resample`, on the band's and the block's
    sub-grids), the argmax is taken there and written as ``uint8`` labels; the
    scores are then dropped. Scan rows outside the prepared grid (cut away by
-   ``crop_to_nonzero``) stay background. The result equals (up to exact ties)
+   ``crop_to_nonzero`` or ``crop_to_body``) stay background. The result equals (up to exact ties)
    ``argmax(restore_to_source(full class scores, order="linear"))``, but peak
    memory is about one patch-deep band of class scores on the prepared grid plus
    one block of class scores on the scan's grid, never class scores x voxels.

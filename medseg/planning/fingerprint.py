@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 
 from medseg.errors import InputError
+from medseg.transforms.normalize import BODY_HU
 from medseg.volume import Volume, VolumeKind
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,11 @@ class Fingerprint:
         label_positions: per label, one ``(i, j, k)`` per case that holds it: the label's centroid
             as a fraction of the image's extent along each axis (0.5 is the middle). Empty in
             fingerprints written before it was measured.
+        body_shapes: CT only, per case, the shape of the body's box (voxels above
+            :data:`~medseg.transforms.normalize.BODY_HU`); empty for other modalities and in
+            fingerprints written before it was measured.
+        labels_outside_body: CT only, the cases (0-based) whose labels reach outside their
+            body's box (or that have no body): cropping to the body would cut labels away.
     """
 
     modality: str
@@ -72,6 +78,19 @@ class Fingerprint:
     label_cases: dict[int, int]
     num_cases: int
     label_positions: dict[int, tuple[tuple[float, float, float], ...]] = field(default_factory=dict)
+    body_shapes: tuple[tuple[int, int, int], ...] = ()
+    labels_outside_body: tuple[int, ...] = ()
+
+    @property
+    def body_crop_safe(self) -> bool:
+        """CT whose every case has a body box holding all of its labels."""
+        return len(self.body_shapes) == self.num_cases > 0 and not self.labels_outside_body
+
+    def cropped_to_body(self) -> Fingerprint:
+        """The same fingerprint with each case's shape that of its body's box (see :attr:`body_crop_safe`)."""
+        if not self.body_crop_safe:
+            raise ValueError("the fingerprint has no body boxes that hold every label")
+        return replace(self, shapes=self.body_shapes)
 
     @property
     def median_spacing(self) -> tuple[float, float, float]:
@@ -110,6 +129,8 @@ class Fingerprint:
             "label_voxels": {str(k): v for k, v in self.label_voxels.items()},
             "label_cases": {str(k): v for k, v in self.label_cases.items()},
             "label_positions": {str(k): [list(p) for p in v] for k, v in self.label_positions.items()},
+            "body_shapes": [list(s) for s in self.body_shapes],
+            "labels_outside_body": list(self.labels_outside_body),
         }
 
     @classmethod
@@ -139,6 +160,8 @@ class Fingerprint:
                     int(k): tuple(tuple(float(x) for x in p) for p in v)  # type: ignore[misc]
                     for k, v in data.get("label_positions", {}).items()
                 },
+                body_shapes=tuple(tuple(int(v) for v in s) for s in data.get("body_shapes", [])),  # type: ignore[misc]
+                labels_outside_body=tuple(int(v) for v in data.get("labels_outside_body", [])),
             )
         except KeyError as exc:
             raise InputError(f"fingerprint lacks the entry {exc.args[0]!r}") from exc
@@ -191,6 +214,9 @@ def compute_fingerprint(
     label_voxels = dict.fromkeys(declared, 0)
     label_cases = dict.fromkeys(declared, 0)
     positions: dict[int, list[tuple[float, float, float]]] = {number: [] for number in declared}
+    body_shapes: list[tuple[int, int, int]] = []
+    outside: list[int] = []
+    ct = modality.upper() == "CT"
     index = -1
     for index, (image, label_map) in enumerate(cases):
         _check_case(index, image, label_map, len(channel_names))
@@ -209,6 +235,11 @@ def compute_fingerprint(
         samples.append(_foreground_values(image.array, label_map.array[0], ranks))
         spacings.append(image.geometry.spacing)
         shapes.append(image.spatial_shape)
+        if ct:
+            shape, holds = _body(image.array, label_map.array[0])
+            body_shapes.append(shape)
+            if not holds:
+                outside.append(index)
         if progress is not None:
             progress(index + 1, total)
     num_cases = index + 1
@@ -229,7 +260,33 @@ def compute_fingerprint(
         label_cases=label_cases,
         num_cases=num_cases,
         label_positions={number: tuple(found) for number, found in positions.items() if found},
+        body_shapes=tuple(body_shapes),
+        labels_outside_body=tuple(outside),
     )
+
+
+def _body(image: np.ndarray, labels: np.ndarray) -> tuple[tuple[int, int, int], bool]:
+    """The shape of a CT's body box (voxels above ``BODY_HU``), and whether it holds every labelled voxel.
+
+    Works in slabs along ``i``, so temporary memory stays small for large scans.
+    """
+    shape = labels.shape
+    body = [np.zeros(n, dtype=bool) for n in shape]
+    labelled = [np.zeros(n, dtype=bool) for n in shape]
+    for part in _slabs(shape):
+        for found, mask in ((body, np.asarray(image[0, part]) > BODY_HU), (labelled, np.asarray(labels[part]) > 0)):
+            found[0][part] |= mask.any(axis=(1, 2))
+            found[1] |= mask.any(axis=(0, 2))
+            found[2] |= mask.any(axis=(0, 1))
+    if not body[0].any():
+        return tuple(int(n) for n in shape), False  # type: ignore[return-value]
+    box = [np.flatnonzero(b) for b in body]
+    extent = tuple(int(b[-1] - b[0] + 1) for b in box)
+    holds = all(
+        not inside.any() or (b[0] <= np.flatnonzero(inside)[0] and np.flatnonzero(inside)[-1] <= b[-1])
+        for b, inside in zip(box, labelled)
+    )
+    return extent, holds  # type: ignore[return-value]
 
 
 def _check_case(index: int, image: Volume, label_map: Volume, channels: int) -> None:

@@ -57,6 +57,7 @@ from medseg.planning.fingerprint import ChannelStats, Fingerprint
 from medseg.planning.memory import estimate_memory_gb
 from medseg.planning.spacing import choose_dimensions, choose_spacing
 from medseg.planning.topology import Topology, check_patch, plan_topology, round_up
+from medseg.transforms.normalize import BODY_HU
 
 log = logging.getLogger(__name__)
 
@@ -203,15 +204,21 @@ def plan_pipeline(
         raise ConfigError(f"epochs must be a positive whole number, got {epochs!r}")
     comments: dict[str, str] = {}
 
+    budget = _Budget(memory_gb=memory_gb, device=device, threads=cpu_threads, speed=float(cpu_speed))
+    channels, normalization_reasons = _channels(fingerprint)
+    comments["preprocessing.channels"] = "\n".join(normalization_reasons)
+    is_ct = all(c.normalization.scheme == "ct" for c in channels)
+    crop_to_body, comments["preprocessing.crop_to_body"] = _body_crop(fingerprint, is_ct, budget)
+    sizes = fingerprint.cropped_to_body() if crop_to_body else fingerprint  # the shapes the network sees
+
     spacing_choice = choose_spacing(fingerprint)
     full_spacing = spacing_choice.spacing
-    dims_choice = choose_dimensions(full_spacing, fingerprint.median_shape_at(full_spacing), dimensions)
+    dims_choice = choose_dimensions(full_spacing, sizes.median_shape_at(full_spacing), dimensions)
     dims = dims_choice.dimensions
     comments["network.dimensions"] = dims_choice.reason
 
     in_channels, num_classes = len(fingerprint.channels), max(fingerprint.labels) + 1
-    budget = _Budget(memory_gb=memory_gb, device=device, threads=cpu_threads, speed=float(cpu_speed))
-    resolution = _choose_resolution(fingerprint, full_spacing, dims, budget, in_channels, num_classes)
+    resolution = _choose_resolution(sizes, full_spacing, dims, budget, in_channels, num_classes)
     spacing, fit, median_shape = resolution.spacing, resolution.fit, resolution.median_shape
     comments["preprocessing.spacing"] = spacing_choice.reason + (f"; {resolution.reason}" if resolution.reason else "")
     batch, batch_reason = _batch_size(fit, fingerprint, median_shape, budget, in_channels, num_classes)
@@ -220,9 +227,6 @@ def plan_pipeline(
     comments.update(_network_comments(fit, spacing[:dims], budget))
     comments["training.batch_size"] = batch_reason
 
-    channels, normalization_reasons = _channels(fingerprint)
-    comments["preprocessing.channels"] = "\n".join(normalization_reasons)
-    is_ct = all(c.normalization.scheme == "ct" for c in channels)
     comments["preprocessing.crop_to_nonzero"] = (
         "off: CT air is -1000 HU, not 0, so cropping to non-zero voxels would remove nothing"
         if is_ct
@@ -270,7 +274,9 @@ def plan_pipeline(
             ),
             modality=modality,
             labels={number: Label(name=label) for number, label in sorted(fingerprint.labels.items())},
-            preprocessing=Preprocessing(spacing=spacing, channels=channels, crop_to_nonzero=not is_ct),
+            preprocessing=Preprocessing(
+                spacing=spacing, channels=channels, crop_to_nonzero=not is_ct, crop_to_body=crop_to_body
+            ),
             network=fit.network,
             training=Training(
                 patch_size=list(fit.patch),
@@ -603,6 +609,31 @@ def _channels(fingerprint: Fingerprint) -> tuple[list[Channel], list[str]]:
         channels.append(Channel(name=stats.name, normalization=normalization))
         reasons.append(reason)
     return channels, reasons
+
+
+def _body_crop(fingerprint: Fingerprint, is_ct: bool, budget: _Budget) -> tuple[bool, str]:
+    """Whether a CPU plan crops each CT to its body's box, and why (a GPU plan keeps the whole scan)."""
+    if not is_ct:
+        return False, "off: not CT"
+    if not budget.on_cpu:
+        return False, "off: the whole scan, as nnU-Net plans it (cropping to the body is not measured on a GPU)"
+    if not fingerprint.body_shapes:
+        return False, "off: the fingerprint has no body boxes (computed before medseg measured them)"
+    if not fingerprint.body_crop_safe:
+        cases = ", ".join(str(i) for i in fingerprint.labels_outside_body[:5])
+        return False, (
+            f"off: in {len(fingerprint.labels_outside_body)} training case(s) (index {cases}"
+            f"{', ...' if len(fingerprint.labels_outside_body) > 5 else ''}) labels lie outside the box of voxels "
+            f"above {BODY_HU:g} HU, so cropping to the body would cut them away"
+        )
+    whole = float(np.median([math.prod(s) for s in fingerprint.shapes]))
+    body = float(np.median([math.prod(s) for s in fingerprint.body_shapes]))
+    return True, (
+        f"on: crop to the box of voxels above {BODY_HU:g} HU (the body; air is about -1000 HU), the MONAI tutorial's "
+        f"CropForegroundd: the median box holds {body / whole:.0%} of a scan's voxels, so training samples and "
+        f"inference windows spend less on air; every training case's labels lie inside its box; scan voxels "
+        f"outside it are labelled background"
+    )
 
 
 def _ct_normalization(stats: ChannelStats) -> tuple[Normalization, str]:

@@ -1,4 +1,4 @@
-"""Intensity normalisation per channel, and cropping to the non-zero region."""
+"""Intensity normalisation per channel, and the boxes that cropping keeps (non-zero voxels, a CT's body)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,31 @@ from medseg.errors import InputError
 _MIN_STD = 1e-8
 
 
+#: CT voxels above this many Hounsfield units are the body (and whatever lies on it: the table,
+#: clothing); air is about -1000 HU, lung tissue -900 to -500 but inside the chest wall.
+BODY_HU = -500.0
+
+
 def nonzero_box(image: np.ndarray) -> tuple[slice, slice, slice] | None:
     """The bounding box of voxels that are non-zero in any channel of ``(C, I, J, K)``.
 
     Returns:
         One slice per spatial axis, or None when every voxel is zero.
     """
-    mask = np.any(image != 0, axis=0)
+    return mask_box(np.any(image != 0, axis=0))
+
+
+def body_box(image: np.ndarray, threshold: float = BODY_HU) -> tuple[slice, slice, slice] | None:
+    """The bounding box of a CT's body: voxels above ``threshold`` (HU) in channel 0 of ``(C, I, J, K)``.
+
+    Returns:
+        One slice per spatial axis, or None when no voxel is above the threshold.
+    """
+    return mask_box(np.asarray(image[0]) > threshold)
+
+
+def mask_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """The bounding box of the true voxels of an ``(I, J, K)`` mask (None when there are none)."""
     box = []
     for axis in range(3):
         other = tuple(a for a in range(3) if a != axis)

@@ -5,7 +5,8 @@
 
 1. ``crop_to_nonzero``: cut both volumes to the bounding box of voxels that are
    non-zero in any image channel (on the source grid, so the box is exact); the
-   grid's origin moves to the box's first voxel.
+   grid's origin moves to the box's first voxel. ``crop_to_body`` (CT): the same with
+   the box of voxels above -500 HU, the body.
 2. Resample to ``preprocessing.spacing`` on :func:`medseg.transforms.resample.target_grid`
    (origin and axes kept; see there where every voxel centre goes): linear for
    the image, nearest for the label map. A 2D pipeline resamples only ``i`` and

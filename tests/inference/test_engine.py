@@ -42,6 +42,7 @@ labels:
 preprocessing:
   spacing: [6.0, 6.0, 8.0]
   crop_to_nonzero: {crop}
+  crop_to_body: {body}
   channels:
     - {{name: CT, normalization: {{scheme: ct, clip: [-160.0, 240.0], mean: 60.0, std: 50.0}}}}
 network:
@@ -61,14 +62,15 @@ inference:
 
 
 
-def make_pipeline(*, dimensions: int = 3, crop: bool = False, postprocessing: str = "{}"):
+def make_pipeline(*, dimensions: int = 3, crop: bool = False, body: bool = False, postprocessing: str = "{}"):
     if dimensions == 3:
         values = dict(
             kernels=[[3, 3, 3]] * 3, strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]], patch=[32, 32, 16], mirror=[0, 1, 2]
         )
     else:
         values = dict(kernels=[[3, 3]] * 3, strides=[[1, 1], [2, 2], [2, 2]], patch=[32, 32], mirror=[0, 1])
-    text = PIPELINE.format(dimensions=dimensions, crop=str(crop).lower(), postprocessing=postprocessing, **values)
+    text = PIPELINE.format(
+        dimensions=dimensions, crop=str(crop).lower(), body=str(body).lower(), postprocessing=postprocessing, **values)
     return parse_pipeline(text)
 
 
@@ -127,6 +129,21 @@ def test_crop_to_nonzero_leaves_the_cut_away_parts_background():
     assert not labels[outside].any()
     uncropped = make_segmenter(make_pipeline(crop=False), overlap=0.5).segment(image).channel(0)
     assert uncropped[outside].any()  # without the crop the network does label those zeros
+    assert_equal_up_to_ties(labels, reference_scores(segmenter, image))
+
+
+def test_crop_to_body_leaves_the_air_around_a_ct_background():
+    image = oblique_phantom()
+    values = np.array(image.channel(0))
+    values[:7], values[:, -9:], values[:, :, :2] = -1000, -1000, -1000
+    image = image.with_array(values)
+    segmenter = make_segmenter(make_pipeline(body=True), overlap=0.5)
+    labels = segmenter.segment(image).channel(0)
+    assert labels.shape == values.shape  # on the scan's own grid
+    outside = np.ones(values.shape, dtype=bool)
+    outside[6:, :-8, 1:] = False
+    assert not labels[outside].any() and labels.any()
+    assert make_segmenter(make_pipeline(body=False), overlap=0.5).segment(image).channel(0)[outside].any()
     assert_equal_up_to_ties(labels, reference_scores(segmenter, image))
 
 

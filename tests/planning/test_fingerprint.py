@@ -124,6 +124,31 @@ def test_median_spacing_and_shape():
     assert fp.median_shape == (67, 100, 40)
 
 
+def _body_case(label_at: tuple[int, int, int]) -> tuple[Volume, Volume]:
+    geometry = Geometry.from_spacing((40, 30, 20), (1.0, 1.0, 2.0))
+    image = np.full((40, 30, 20), -1000, dtype=np.int16)
+    image[5:35, 4:24, 2:18] = 50  # the body: 30 x 20 x 16 voxels
+    labels = np.zeros((40, 30, 20), dtype=np.uint8)
+    labels[10:20, 10:20, 5:10] = 1
+    labels[label_at] = 1
+    return Volume(image, geometry), Volume(labels, geometry, kind=VolumeKind.LABEL)
+
+
+def test_ct_cases_record_their_body_box_and_whether_it_holds_the_labels():
+    inside, outside = _body_case((6, 6, 3)), _body_case((1, 1, 1))  # the second has a label voxel in the air
+    fp = compute_fingerprint([inside, outside, inside], modality="CT", channel_names=["CT"], labels={1: "organ"})
+    assert fp.body_shapes == ((30, 20, 16),) * 3
+    assert fp.labels_outside_body == (1,) and not fp.body_crop_safe
+    fp = compute_fingerprint([inside, inside], modality="CT", channel_names=["CT"], labels={1: "organ"})
+    assert fp.body_crop_safe and fp.cropped_to_body().median_shape_at((1.0, 1.0, 2.0)) == (30, 20, 16)
+    assert Fingerprint.from_dict(json.loads(json.dumps(fp.to_dict()))) == fp
+    mr = compute_fingerprint([inside], modality="MR", channel_names=["T2"], labels={1: "organ"})
+    assert mr.body_shapes == () and not mr.body_crop_safe
+    old = fp.to_dict()
+    del old["body_shapes"], old["labels_outside_body"]  # written before the body was measured
+    assert not Fingerprint.from_dict(old).body_crop_safe
+
+
 def test_round_trips_through_json(phantoms):
     fp = _fingerprint(phantoms)
     data = json.loads(json.dumps(fp.to_dict()))

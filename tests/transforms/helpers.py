@@ -21,6 +21,7 @@ def make_pipeline(
     patch: tuple[int, ...] = (32, 32, 16),
     normalization: dict[str, Any] | list[dict[str, Any]] = CT,
     crop_to_nonzero: bool = False,
+    crop_to_body: bool = False,
     augmentation: dict[str, Any] | list[dict[str, Any]] | None = None,
     **training: Any,
 ) -> Pipeline:
@@ -37,6 +38,7 @@ def make_pipeline(
                 "spacing": list(spacing),
                 "channels": [{"name": f"c{i}", "normalization": s} for i, s in enumerate(schemes)],
                 "crop_to_nonzero": crop_to_nonzero,
+                "crop_to_body": crop_to_body,
             },
             "network": {
                 "dimensions": dimensions,
