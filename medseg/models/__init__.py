@@ -56,3 +56,34 @@ def patch_divisor(network: Network) -> tuple[int, ...]:
     for stride in network.strides:
         divisor = [d * s for d, s in zip(divisor, stride)]
     return tuple(divisor)
+
+
+class ChannelNorm(torch.nn.GroupNorm):
+    """Instance normalisation computed by torch's ``group_norm`` kernel, one group per channel.
+
+    The same numbers as ``InstanceNormNd(affine=True)`` (to float rounding) with the same
+    parameters (``weight``, ``bias``), so weights load either way; on a CPU torch's
+    instance norm is several times slower on large feature maps (it runs as a batch norm
+    over a reshaped tensor), and a 2D U-Net's first levels are mostly normalisation.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__(num_groups=channels, num_channels=channels, eps=eps, affine=True)
+
+
+def fast_cpu_norms(model: torch.nn.Module) -> torch.nn.Module:
+    """Replace, in place, every affine instance norm without running statistics by a :class:`ChannelNorm`.
+
+    Meant for a model that runs on a CPU (inference); the parameters are shared, not copied.
+    """
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if (
+                isinstance(child, torch.nn.modules.instancenorm._InstanceNorm)
+                and child.affine
+                and not child.track_running_stats
+            ):
+                norm = ChannelNorm(child.num_features, eps=child.eps)
+                norm.weight, norm.bias = child.weight, child.bias
+                setattr(parent, name, norm.to(child.weight.device))
+    return model

@@ -118,7 +118,7 @@ def load_model(
         ModelError: a file is missing or damaged, the weights do not match their
             recorded hash, or do not fit the network the pipeline describes.
     """
-    from medseg.models import build_network
+    from medseg.models import build_network, fast_cpu_norms
     from medseg.models.devices import resolve_device
 
     folder = model_folder(folder)
@@ -155,6 +155,8 @@ def load_model(
     except (RuntimeError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise ModelError(f"{folder / MODEL_WEIGHTS}: the weights do not fit the pipeline's network ({first})") from exc
+    if target.type == "cpu":
+        fast_cpu_norms(network)
     return network.to(target).eval(), pipeline, metadata
 
 

@@ -73,6 +73,9 @@ MIN_LEVELS = 3
 #: The first patch tried has the aspect ratio of 1/spacing and this many voxels, before it is
 #: clipped to the median image shape (nnU-Net's 256^3 and 2048^2).
 START_VOXELS = {2: 2048**2, 3: 256**3}
+#: A 2D patch on a CPU may grow up to this percentile of the slices (per axis) instead of the median:
+#: a slice larger than the patch takes four sliding windows instead of one.
+CPU_2D_SLICE_PERCENTILE = 90
 #: No patch edge is shrunk below this many voxels.
 MIN_PATCH_EDGE = 8
 #: Batch size at least 2; at most what covers 5% of the dataset's voxels (against overfitting).
@@ -222,7 +225,7 @@ def plan_pipeline(
     spacing, fit, median_shape = resolution.spacing, resolution.fit, resolution.median_shape
     comments["preprocessing.spacing"] = spacing_choice.reason + (f"; {resolution.reason}" if resolution.reason else "")
     batch, batch_reason = _batch_size(fit, fingerprint, median_shape, budget, in_channels, num_classes)
-    comments.update(_patch_comments(fit, median_shape[:dims], budget))
+    comments.update(_patch_comments(fit, median_shape[:dims], _patch_bound(sizes, spacing, dims, budget), budget))
     comments["training.patch_size"] += f"; {resolution.context}"
     comments.update(_network_comments(fit, spacing[:dims], budget))
     comments["training.batch_size"] = batch_reason
@@ -348,6 +351,11 @@ def _choose_resolution(
     def attempt(spacing: tuple[float, float, float]) -> tuple[tuple[int, int, int], _PatchFit, Coverage]:
         median = fingerprint.median_shape_at(spacing)
         fit = _fit_patch(spacing[:dims], median[:dims], budget, in_channels, num_classes)
+        bound = _patch_bound(fingerprint, spacing, dims, budget)
+        if bound != median[:dims]:  # most slices, where the budget allows a patch no smaller anywhere
+            larger = _fit_patch(spacing[:dims], bound, budget, in_channels, num_classes)
+            if all(a >= b for a, b in zip(larger.patch, fit.patch)) and larger.patch != fit.patch:
+                fit = larger
         return median, fit, coverage(fit.patch, spacing[:dims], median[:dims])
 
     median, fit, seen = attempt(full)
@@ -405,6 +413,22 @@ def _choose_resolution(
     return _Resolution(spacing, median, fit, seen, factor, reason, context)
 
 
+def _patch_bound(fingerprint: Fingerprint, spacing: Sequence[float], dims: int, budget: _Budget) -> tuple[int, ...]:
+    """The shape a patch may grow to: the median image's, or for a 2D network on a CPU most slices'.
+
+    A 2D patch just under a slice makes the sliding window cover that slice with two windows
+    per axis, four times the work of one; on a CPU, where inference time is the cost, the
+    patch may grow to the :data:`CPU_2D_SLICE_PERCENTILE` th percentile of the slices' size
+    along each axis (when the step budget allows it), so that most scans take one window a slice.
+    """
+    median = tuple(fingerprint.median_shape_at(spacing)[:dims])
+    if dims != 2 or not budget.on_cpu:
+        return median
+    shapes = np.asarray(fingerprint.shapes_at(spacing), dtype=np.float64)[:, :dims]
+    high = np.ceil(np.percentile(shapes, CPU_2D_SLICE_PERCENTILE, axis=0))
+    return tuple(max(int(m), int(h)) for m, h in zip(median, high))
+
+
 def _mm(values: Sequence[float]) -> str:
     return " x ".join(f"{float(v):.3g}" for v in values)
 
@@ -443,10 +467,10 @@ def _topology(spacing: Sequence[float], patch: Sequence[int]) -> tuple[tuple[int
 def _fit_patch(
     spacing: Sequence[float], median: Sequence[int], budget: _Budget, in_channels: int, num_classes: int
 ) -> _PatchFit:
-    """The largest patch (up to the median shape) whose training step at batch 2 fits the budget.
+    """The largest patch (up to ``median``, the shape it may grow to) whose training step at batch 2 fits the budget.
 
-    Starts from a patch with the aspect ratio of 1/spacing, clipped to the median
-    shape; while too large (memory, and on a CPU the step's time), shrinks the axis
+    Starts from a patch with the aspect ratio of 1/spacing, clipped to ``median`` (the
+    median shape, or :func:`_patch_bound`'s); while too large (memory, and on a CPU the step's time), shrinks the axis
     that is largest relative to the median shape by one step of what the topology
     needs the size to be a multiple of. On a CPU, a patch that cannot shrink further
     is kept even when its step is estimated over the time budget (the memory budget
@@ -653,7 +677,9 @@ def _ct_normalization(stats: ChannelStats) -> tuple[Normalization, str]:
 # -- comments --------------------------------------------------------------------------
 
 
-def _patch_comments(fit: _PatchFit, median: Sequence[int], budget: _Budget) -> dict[str, str]:
+def _patch_comments(
+    fit: _PatchFit, median: Sequence[int], bound: Sequence[int], budget: _Budget
+) -> dict[str, str]:
     memory_gb = budget.memory_gb
     if budget.on_cpu:
         over = " (still over: the smallest patch)" if fit.over_time else ""
@@ -677,9 +703,15 @@ def _patch_comments(fit: _PatchFit, median: Sequence[int], budget: _Budget) -> d
         )
     else:
         how = f"a step at batch {MIN_BATCH} needs {fit.memory_gb:.2f} GiB <= {memory_gb:g} GiB, so no shrinking"
+    shape_from = f"the median image shape {_shape(median)}"
+    if any(s > m for s, m in zip(fit.start, median)):  # fitted against the larger bound
+        shape_from = (
+            f"the slices' {CPU_2D_SLICE_PERCENTILE}th percentile shape {_shape(bound)} (median {_shape(median)}: a 2D "
+            f"patch on a CPU may cover most slices, as a slice larger than the patch takes four windows)"
+        )
     return {
         "training.patch_size": (
-            f"started at {_shape(fit.start)}: the median image shape {_shape(median)}, but at most "
+            f"started at {_shape(fit.start)}: {shape_from}, but at most "
             f"{round(START_VOXELS[len(median)] ** (1 / len(median)))}^{len(median)} voxels in the aspect ratio of the "
             f"spacing; {how}; sizes are multiples of {_shape(fit.topology.divisor)} (the strides' product)"
         )

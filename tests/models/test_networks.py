@@ -9,7 +9,7 @@ import torch
 
 from medseg.config import Network, load_pipeline
 from medseg.errors import ConfigError
-from medseg.models import build_network, patch_divisor
+from medseg.models import ChannelNorm, build_network, fast_cpu_norms, patch_divisor
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 
@@ -49,3 +49,23 @@ def test_unknown_architecture_is_a_config_error():
     network = _small(3).model_copy(update={"architecture": "transformer"})
     with pytest.raises(ConfigError, match="transformer"):
         build_network(network, in_channels=1, out_channels=2)
+
+
+@pytest.mark.parametrize("dimensions", [2, 3])
+def test_cpu_norms_give_the_instance_norms_numbers_with_the_same_weights(dimensions):
+    torch.manual_seed(0)
+    net = build_network(_small(dimensions), in_channels=1, out_channels=3).eval()
+    for module in net.modules():  # trained-looking affine parameters
+        if isinstance(module, torch.nn.modules.instancenorm._InstanceNorm):
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    image = torch.randn(2, 1, *([32] * dimensions)) * 50 + 20
+    with torch.inference_mode():
+        expected = net(image)
+    keys = net.state_dict().keys()
+    fast = fast_cpu_norms(net)
+    assert fast is net and not any(isinstance(m, torch.nn.modules.instancenorm._InstanceNorm) for m in net.modules())
+    assert sum(isinstance(m, ChannelNorm) for m in net.modules()) > 0
+    assert net.state_dict().keys() == keys  # weights saved before load after, and the other way round
+    with torch.inference_mode():
+        torch.testing.assert_close(net(image), expected, rtol=1e-4, atol=1e-4)

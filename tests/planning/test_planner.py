@@ -530,3 +530,19 @@ def test_a_slower_machine_gets_a_cheaper_step():
     assert min(slower.preprocessing.spacing) >= min(reference.preprocessing.spacing)  # context is kept
     assert "2.5x the reference step time" in slower.description
     assert slower.training.planned_step_seconds == pytest.approx(2.5 * pipeline_step_seconds(slower, threads=2), 0.01)
+
+
+def test_a_2d_cpu_patch_grows_to_cover_most_slices_where_the_budget_allows():
+    # Slices from 180 x 130 to 270 x 205 voxels at 0.7 mm, 5 mm apart: a 2D network.
+    shapes = [(180 + 5 * n, 130 + 4 * n, 28) for n in range(19)]
+    fp = fingerprint([(0.7, 0.7, 5.0)] * len(shapes), shapes)
+    fast, comments = plan_pipeline(fp, name="p", device="cpu", cpu_speed=0.25)
+    assert fast.network.dimensions == 2
+    high = np.percentile(np.asarray(shapes)[:, :2], 90, axis=0)
+    assert all(p >= h for p, h in zip(fast.training.patch_size, high))  # nine slices in ten take one window
+    assert "the slices' 90th percentile shape" in comments["training.patch_size"]
+    median_only, comments = plan_pipeline(fp, name="p", device="cpu", cpu_speed=8.0)  # a slow machine
+    assert any(p < h for p, h in zip(median_only.training.patch_size, high))
+    assert "the median image shape" in comments["training.patch_size"]
+    gpu, comments = plan_pipeline(fp, name="p", device="cuda")
+    assert "percentile" not in comments["training.patch_size"]  # nnU-Net's rule: the median
