@@ -22,7 +22,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Exit code 0: all converted; 1: some series failed (listed); 2: usage error.",
     )
     parser.add_argument("input", type=Path, help="DICOM folder/tree/file, or a NIfTI/NRRD/MHA file or folder of them")
-    parser.add_argument("output", type=Path, help="output folder (or output file for a single image file)")
+    parser.add_argument(
+        "output", type=Path, nargs="?", help="output folder (or output file for a single image file); or -o OUTPUT"
+    )
+    parser.add_argument("--output", "-o", type=Path, dest="output_option", metavar="OUTPUT", help="the same as OUTPUT")
     parser.add_argument(
         "--format", choices=("nifti", "nrrd", "mha"), default="nifti", help="format of series written into a folder"
     )
@@ -67,9 +70,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from medseg.cli._render import progress_bar, stdout
+    from medseg.errors import ConfigError
     from medseg.workflows.convert import ConvertOptions, convert
     from medseg.io.dicom import DicomReadOptions
 
+    if args.output is not None and args.output_option is not None and args.output != args.output_option:
+        raise ConfigError(f"two outputs given ({args.output} and --output {args.output_option}); give one")
+    args.output = args.output or args.output_option
+    if args.output is None:
+        raise ConfigError("the output is missing: medseg convert INPUT OUTPUT (or -o OUTPUT)")
     if not args.input.exists():
         raise FileNotFoundError(f"{args.input}: no such file or folder")
     if args.workers is not None and args.workers < 1:

@@ -30,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--output",
+        "-o",
         type=Path,
         default=None,
         metavar="FILE",

@@ -30,7 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=11112, help="the port to listen on (default: %(default)s)")
     parser.add_argument("--host", default="0.0.0.0", help="the address to listen on (default: every interface)")
     parser.add_argument(
-        "--storage", type=Path, default=Path("medseg-listen"), metavar="DIR", help="received instances, results, "
+        "--storage", "--output", "-o", type=Path, default=Path("medseg-listen"), metavar="DIR",
+        help="received instances, results, "
         "state (default: %(default)s)"
     )
     parser.add_argument(

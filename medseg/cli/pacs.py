@@ -80,7 +80,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--format", default="seg", metavar="LIST", help="comma-separated: seg, rtstruct (pushed), nifti (kept in WORK)"
     )
     segment.add_argument(
-        "--work", type=Path, default=Path("medseg-pacs-work"), metavar="DIR", help="work folder (default: %(default)s)"
+        "--work",
+        "--output",
+        "-o",
+        type=Path,
+        default=Path("medseg-pacs-work"),
+        metavar="DIR",
+        help="work folder: results, manifest.csv (default: %(default)s)",
     )
     segment.add_argument("--force", action="store_true", help="segment and push again series already segmented")
     segment.add_argument("--keep-images", action="store_true", help="keep the pulled images in WORK/images")
