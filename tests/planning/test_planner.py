@@ -163,15 +163,18 @@ def test_ct_is_clipped_and_standardised_with_foreground_statistics():
     assert "[-80.5, 260.25]" in comments["preprocessing.channels"]
 
 
-def test_a_cpu_plan_crops_ct_to_the_body_only_where_every_label_lies_inside_it(phantom_fingerprint):
-    cpu, comments = plan_pipeline(phantom_fingerprint, name="p", memory_gb=2.0, device="cpu")
+def test_a_2d_cpu_plan_crops_ct_to_the_body_only_where_every_label_lies_inside_it(phantom_fingerprint):
+    options = dict(name="p", memory_gb=2.0, device="cpu", dimensions=2)
+    cpu, comments = plan_pipeline(phantom_fingerprint, **options)
     assert cpu.preprocessing.crop_to_body and "labels lie inside its box" in comments["preprocessing.crop_to_body"]
+    assert comments["preprocessing.crop_to_body"].startswith("on: crop to the box of voxels above -500 HU")
     stray = dataclasses.replace(phantom_fingerprint, labels_outside_body=(0, 2))
-    cpu, comments = plan_pipeline(stray, name="p", memory_gb=2.0, device="cpu")
+    cpu, comments = plan_pipeline(stray, **options)
     assert not cpu.preprocessing.crop_to_body
     assert comments["preprocessing.crop_to_body"].startswith("off: in 2 training case(s) (index 0, 2) labels lie")
     unmeasured = dataclasses.replace(phantom_fingerprint, body_shapes=())
-    assert not plan_pipeline(unmeasured, name="p", memory_gb=2.0, device="cpu")[0].preprocessing.crop_to_body
+    assert not plan_pipeline(unmeasured, **options)[0].preprocessing.crop_to_body
+    assert not plan_pipeline(phantom_fingerprint, **{**options, "device": "cuda"})[0].preprocessing.crop_to_body
     mr, comments = plan_pipeline(prostate_mr(), name="mr", device="cpu")
     assert not mr.preprocessing.crop_to_body and comments["preprocessing.crop_to_body"] == "off: not CT"
 
@@ -347,10 +350,8 @@ def test_phantoms_on_a_cpu_get_a_narrow_net_and_a_patch_for_a_quarter_second_ste
     assert all(c >= g / 3 for c, g in zip(cpu.training.patch_size, gpu.training.patch_size))  # still sizeable
     assert 0.15 < pipeline_step_seconds(cpu, threads=2) <= CPU_STEP_SECONDS
     assert cpu.training.batch_size == 2
-    same_grid = cpu.preprocessing.model_copy(update={"crop_to_body": False})
-    assert same_grid == gpu.preprocessing and cpu.network.dimensions == 3  # the grid is the same
-    assert cpu.preprocessing.crop_to_body and not gpu.preprocessing.crop_to_body  # the phantoms lie in air
-    assert comments["preprocessing.crop_to_body"].startswith("on: crop to the box of voxels above -500 HU")
+    assert cpu.preprocessing == gpu.preprocessing and cpu.network.dimensions == 3  # the grid is the same
+    assert comments["preprocessing.crop_to_body"].startswith("off: a 3D plan keeps the whole scan")
     for key in ("network.filters", "training.patch_size", "training.epochs"):
         assert "planned for a CPU" in comments[key], key
     assert "2 CPU threads" in comments["training.patch_size"] and "shrunk" in comments["training.patch_size"]
