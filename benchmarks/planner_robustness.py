@@ -51,7 +51,8 @@ dataset per invocation, on the CPU, in one run:
    recorded with its error and does not stop the other.
 
 ``--table FILE`` prints a Markdown table of the results in FILE (the latest line per
-dataset and arm) for ``benchmarks/README.md``.
+dataset and arm; lines carrying ``"reverted"``, a change measured and taken back, are skipped)
+for ``benchmarks/README.md``.
 
 Both arms use torch's threads (``--threads`` sets them for both, through
 ``OMP_NUM_THREADS`` for the medseg commands). Both are limited by wall-clock time: run on
@@ -484,6 +485,8 @@ def markdown_table(path: Path) -> str:
                 line = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise SystemExit(f"{path}:{number}: not a JSON line ({exc.msg})") from None
+            if line.get("reverted"):  # a change measured and taken back: kept in the file, not in the table
+                continue
             latest[(line.get("dataset", "?"), line.get("arm", "?"))] = line
     order = {name: i for i, name in enumerate(SPECS)}
     keys = sorted(latest, key=lambda k: (order.get(k[0], len(order)), k[0], ARMS.index(k[1]) if k[1] in ARMS else 9))
