@@ -12,7 +12,7 @@ ratio, and the largest difference of the outputs::
 
 Networks: a 2D CPU plan's (8-256 filters, 6 levels) on 288 x 224 slices, 4 per pass (the
 batch ``cpu_window_batch`` gives such slices), and a 3D CPU plan's (16-128, 4 levels) on
-its 48 x 40 x 20 patch.
+a 48 x 40 x 24 patch.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ NETWORKS = {
             strides=[[1, 1, 1]] + [[2, 2, 2]] * 3,
             deep_supervision=False,
         ),
-        (48, 40, 20),
+        (48, 40, 24),
         2,
     ),
 }
