@@ -71,8 +71,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from medseg.cli._render import progress_bar, stdout
     from medseg.errors import ConfigError
-    from medseg.workflows.convert import ConvertOptions, convert
     from medseg.io.dicom import DicomReadOptions
+    from medseg.workflows.convert import ConvertOptions, convert
 
     if args.output is not None and args.output_option is not None and args.output != args.output_option:
         raise ConfigError(f"two outputs given ({args.output} and --output {args.output_option}); give one")
