@@ -32,10 +32,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from medseg.cli._render import progress_bar, stdout
+    from medseg.models.folder import require_model_folder
     from medseg.workflows.demo import MIN_DICE, run_demo
 
-    if args.model is not None and not args.model.is_dir():
-        raise FileNotFoundError(f"{args.model}: no model folder there (a training run's RUN_DIR/model)")
+    if args.model is not None:
+        require_model_folder(args.model)
     with progress_bar(not args.quiet) as progress:
         demo = run_demo(args.output, device=args.device, model=args.model, progress=progress)
     names = {"nifti": "mask (NIfTI)", "seg": "mask (DICOM SEG)", "stats_csv": "statistics", "preview": "preview",

@@ -64,11 +64,11 @@ def run(args: argparse.Namespace) -> int:
     from medseg.cli._render import stdout
     from medseg.cli.pacs import quiet_libraries
     from medseg.pacs.config import load_settings, parse_peer
+    from medseg.models.folder import require_model_folder
     from medseg.workflows.listen import Listener, ListenerOptions
 
     quiet_libraries(args)
-    if not args.model.is_dir():
-        raise FileNotFoundError(f"{args.model}: no model folder there (a training run's RUN_DIR/model)")
+    require_model_folder(args.model)
     forward = None
     if args.forward:
         path = Path(args.forward)

@@ -260,11 +260,11 @@ def run_push(args: argparse.Namespace) -> int:
 def run_segment(args: argparse.Namespace) -> int:
     from medseg.cli._render import progress_bar, stdout
     from medseg.pacs.client import connect
+    from medseg.models.folder import require_model_folder
     from medseg.workflows.pacs_segment import SegmentOptions, segment_series
 
     quiet_libraries(args)
-    if not args.model.is_dir():
-        raise FileNotFoundError(f"{args.model}: no model folder there (a training run's RUN_DIR/model)")
+    require_model_folder(args.model)
     formats = tuple(dict.fromkeys(f.strip().lower() for f in args.format.split(",") if f.strip()))
     options = SegmentOptions(formats=formats, force=args.force, keep_images=args.keep_images, device=args.device)
     query = _query(args)

@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from medseg.inference.engine import InferenceSettings
     from medseg.inference.inputs import parse_shard, shard_from_environment
     from medseg.io.dicom import DicomReadOptions
+    from medseg.models.folder import require_model_folder
 
     formats = tuple(dict.fromkeys(f.strip().lower() for f in args.format.split(",") if f.strip()))
     unknown = [f for f in formats if f not in FORMATS]
@@ -88,8 +89,7 @@ def run(args: argparse.Namespace) -> int:
         from medseg.models.bundled import bundled_model_path
 
         args.model = bundled_model_path()
-    if not args.model.is_dir():
-        raise FileNotFoundError(f"{args.model}: no model folder there (a training run's RUN_DIR/model)")
+    require_model_folder(args.model)
     for path in args.inputs:
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file or folder")

@@ -104,6 +104,18 @@ def model_folder(path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def require_model_folder(path: str | os.PathLike[str]) -> Path:
+    """The model folder ``path`` names (see :func:`model_folder`).
+
+    Raises:
+        ModelError: there is no folder there.
+    """
+    folder = model_folder(path)
+    if not folder.is_dir():
+        raise ModelError(f"{path}: no model folder there (a model folder, or the training run's RUN_DIR holding one)")
+    return folder
+
+
 def load_model(
     folder: str | os.PathLike[str], device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, Pipeline, dict[str, Any]]:
@@ -121,9 +133,7 @@ def load_model(
     from medseg.models import build_network, fast_cpu_norms
     from medseg.models.devices import resolve_device
 
-    folder = model_folder(folder)
-    if not folder.is_dir():
-        raise ModelError(f"{folder}: no model folder there (expected a training run's model/ folder)")
+    folder = require_model_folder(folder)
     for name in (MODEL_WEIGHTS, MODEL_PIPELINE, MODEL_METADATA):
         if not (folder / name).is_file():
             raise ModelError(f"{folder}: not a complete model folder, {name} is missing")

@@ -51,3 +51,23 @@ def test_convert_takes_its_output_as_an_argument_or_as_o(tmp_path, capsys):
     assert main(["convert", str(image)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "the output is missing" in err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["predict", "--model", "{missing}", "{input}", "-o", "{out}"],
+        ["demo", "--model", "{missing}", "-o", "{out}"],
+        ["listen", "--model", "{missing}", "-o", "{out}", "--port", "0"],
+        ["pacs", "segment", "--model", "{missing}", "--url", "http://127.0.0.1:9/dicom-web", "-o", "{out}"],
+    ],
+    ids=lambda c: " ".join(c[:2]),
+)
+def test_a_missing_model_folder_is_a_model_error_in_one_line(command, tmp_path, capsys):
+    image = tmp_path / "scan.nii.gz"
+    image.write_bytes(b"")
+    values = {"missing": str(tmp_path / "no-model"), "input": str(image), "out": str(tmp_path / "out")}
+    assert main([part.format(**values) for part in command]) == 1  # a model error, not a usage error (2)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no-model: no model folder there" in err
+    assert not (tmp_path / "out").exists()
