@@ -282,10 +282,8 @@ def _body(image: np.ndarray, labels: np.ndarray) -> tuple[tuple[int, int, int], 
         return tuple(int(n) for n in shape), False  # type: ignore[return-value]
     box = [np.flatnonzero(b) for b in body]
     extent = tuple(int(b[-1] - b[0] + 1) for b in box)
-    holds = all(
-        not inside.any() or (b[0] <= np.flatnonzero(inside)[0] and np.flatnonzero(inside)[-1] <= b[-1])
-        for b, inside in zip(box, labelled)
-    )
+    label_box = [np.flatnonzero(found) for found in labelled]
+    holds = all(inside.size == 0 or b[0] <= inside[0] and inside[-1] <= b[-1] for b, inside in zip(box, label_box))
     return extent, holds  # type: ignore[return-value]
 
 

@@ -153,6 +153,7 @@ class _PatchFit:
     seconds: float | None = None  # on a CPU: the estimated step time at batch MIN_BATCH
     start_seconds: float | None = None  # ... and that of the first patch tried
     over_time: bool = False  # on a CPU: even the smallest patch is over the step budget
+    bound: tuple[int, ...] = ()  # the shape the patch was allowed to grow to
 
 
 def plan_pipeline(
@@ -225,7 +226,7 @@ def plan_pipeline(
     spacing, fit, median_shape = resolution.spacing, resolution.fit, resolution.median_shape
     comments["preprocessing.spacing"] = spacing_choice.reason + (f"; {resolution.reason}" if resolution.reason else "")
     batch, batch_reason = _batch_size(fit, fingerprint, median_shape, budget, in_channels, num_classes)
-    comments.update(_patch_comments(fit, median_shape[:dims], _patch_bound(sizes, spacing, dims, budget), budget))
+    comments.update(_patch_comments(fit, median_shape[:dims], budget))
     comments["training.patch_size"] += f"; {resolution.context}"
     comments.update(_network_comments(fit, spacing[:dims], budget))
     comments["training.batch_size"] = batch_reason
@@ -351,7 +352,7 @@ def _choose_resolution(
     def attempt(spacing: tuple[float, float, float]) -> tuple[tuple[int, int, int], _PatchFit, Coverage]:
         median = fingerprint.median_shape_at(spacing)
         fit = _fit_patch(spacing[:dims], median[:dims], budget, in_channels, num_classes)
-        bound = _patch_bound(fingerprint, spacing, dims, budget)
+        bound = _patch_bound(fingerprint, spacing, median[:dims], budget)
         if bound != median[:dims]:  # most slices, where the budget allows a patch no smaller anywhere
             larger = _fit_patch(spacing[:dims], bound, budget, in_channels, num_classes)
             if all(a >= b for a, b in zip(larger.patch, fit.patch)) and larger.patch != fit.patch:
@@ -413,7 +414,9 @@ def _choose_resolution(
     return _Resolution(spacing, median, fit, seen, factor, reason, context)
 
 
-def _patch_bound(fingerprint: Fingerprint, spacing: Sequence[float], dims: int, budget: _Budget) -> tuple[int, ...]:
+def _patch_bound(
+    fingerprint: Fingerprint, spacing: Sequence[float], median: Sequence[int], budget: _Budget
+) -> tuple[int, ...]:
     """The shape a patch may grow to: the median image's, or for a 2D network on a CPU most slices'.
 
     A 2D patch just under a slice makes the sliding window cover that slice with two windows
@@ -421,9 +424,9 @@ def _patch_bound(fingerprint: Fingerprint, spacing: Sequence[float], dims: int, 
     patch may grow to the :data:`CPU_2D_SLICE_PERCENTILE` th percentile of the slices' size
     along each axis (when the step budget allows it), so that most scans take one window a slice.
     """
-    median = tuple(fingerprint.median_shape_at(spacing)[:dims])
+    dims = len(median)
     if dims != 2 or not budget.on_cpu:
-        return median
+        return tuple(median)
     shapes = np.asarray(fingerprint.shapes_at(spacing), dtype=np.float64)[:, :dims]
     high = np.ceil(np.percentile(shapes, CPU_2D_SLICE_PERCENTILE, axis=0))
     return tuple(max(int(m), int(h)) for m, h in zip(median, high))
@@ -499,12 +502,14 @@ def _fit_patch(
             start_seconds = seconds if start_seconds is None else start_seconds
         fits_time = seconds is None or seconds <= CPU_STEP_SECONDS
         if need <= budget.memory_gb and fits_time:
-            return _PatchFit(patch, start, topology, network, need, shrinks, seconds, start_seconds)
+            return _PatchFit(patch, start, topology, network, need, shrinks, seconds, start_seconds, bound=tuple(median))
         smaller = _shrink(patch, topology, spacing, median)
         if smaller is None:
             if need <= budget.memory_gb:  # only the time budget is missed: keep the smallest patch
                 log.warning("the smallest patch, %s, needs %.2f s per step on %s", _shape(patch), seconds, budget.where)
-                return _PatchFit(patch, start, topology, network, need, shrinks, seconds, start_seconds, True)
+                return _PatchFit(
+                    patch, start, topology, network, need, shrinks, seconds, start_seconds, True, tuple(median)
+                )
             raise ConfigError(
                 f"memory_gb={budget.memory_gb:g} is too small: the smallest patch, {_shape(patch)} voxels, needs "
                 f"{need:.2f} GiB at batch size {MIN_BATCH}"
@@ -682,9 +687,7 @@ def _ct_normalization(stats: ChannelStats) -> tuple[Normalization, str]:
 # -- comments --------------------------------------------------------------------------
 
 
-def _patch_comments(
-    fit: _PatchFit, median: Sequence[int], bound: Sequence[int], budget: _Budget
-) -> dict[str, str]:
+def _patch_comments(fit: _PatchFit, median: Sequence[int], budget: _Budget) -> dict[str, str]:
     memory_gb = budget.memory_gb
     if budget.on_cpu:
         over = " (still over: the smallest patch)" if fit.over_time else ""
@@ -711,7 +714,7 @@ def _patch_comments(
     shape_from = f"the median image shape {_shape(median)}"
     if any(s > m for s, m in zip(fit.start, median)):  # fitted against the larger bound
         shape_from = (
-            f"the slices' {CPU_2D_SLICE_PERCENTILE}th percentile shape {_shape(bound)} (median {_shape(median)}: a 2D "
+            f"the slices' {CPU_2D_SLICE_PERCENTILE}th percentile shape {_shape(fit.bound)} (median {_shape(median)}: a 2D "
             f"patch on a CPU may cover most slices, as a slice larger than the patch takes four windows)"
         )
     return {
