@@ -24,4 +24,7 @@ if ! "$venv/bin/python" -c "import torch" >/dev/null 2>&1; then
   fi
 fi
 "${pip[@]}" install -e ".[test]"
+# rt-utils: a test-only reference reader/writer of RTSTRUCT (tests/io/test_rtstruct_rtutils.py); its
+# declared opencv-python needs libGL, so it goes in without dependencies beside opencv-python-headless.
+"${pip[@]}" install --no-deps "rt-utils==1.2.7"
 echo "setup: done; run medseg as $venv/bin/medseg (or activate: . $venv/bin/activate)"

@@ -71,6 +71,7 @@ _COPIED = {
 }
 _CONTOUR_DATA = Tag(0x3006, 0x0050)
 _STEPS = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]])  # edge directions: +i, +j, -i, -j
+ON_CONTOUR_PX = 1e-3  # a pixel centre this close to a contour (in pixels) lies on it, and is inside
 
 
 def write_rtstruct(
@@ -382,12 +383,17 @@ def trace_polygons(mask: np.ndarray) -> list[np.ndarray]:
 def fill_polygons(polygons: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
     """Pixels of an ``(I, J)`` grid whose centres lie inside the polygons, by the even-odd rule.
 
+    A centre that lies on a contour (within :data:`ON_CONTOUR_PX`) is inside, whichever polygon
+    the contour belongs to. Writers that draw contours through the centres of a mask's boundary
+    pixels (rt-utils, OpenCV's ``findContours``) are then read back to the mask they were given;
+    medseg's own contours run along pixel edges and pass through no centre.
+
     Args:
         polygons: ``(n, 2)`` vertex arrays in continuous index coordinates ``(i, j)``.
         shape: ``(I, J)``.
 
     Returns:
-        ``(I, J)`` booleans: inside an odd number of polygons (so nested ones cut holes).
+        ``(I, J)`` booleans: inside an odd number of polygons (so nested ones cut holes), or on a contour.
     """
     size_i, size_j = shape
     crossings = np.zeros((size_j, size_i + 1), dtype=np.int64)
@@ -406,7 +412,37 @@ def fill_polygons(polygons: list[np.ndarray], shape: tuple[int, int]) -> np.ndar
     # A crossing at x toggles every pixel centre i < x (the ray from it towards +i crosses).
     np.add.at(crossings, (j, np.clip(np.ceil(x), 0, size_i).astype(np.int64)), 1)
     parity = np.cumsum(crossings[:, ::-1], axis=1)[:, ::-1][:, 1:] % 2  # pixel i: crossings at columns > i
-    return parity.T.astype(bool)
+    inside = parity.T.astype(bool)
+    inside[_centres_on_edges((x0, y0), (x1, y1), shape)] = True
+    return inside
+
+
+def _centres_on_edges(
+    start: tuple[np.ndarray, np.ndarray], end: tuple[np.ndarray, np.ndarray], shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(i, j)`` of the pixel centres lying on the edges from ``start`` to ``end`` (within the grid).
+
+    Each edge is walked along its longer axis, one integer step at a time, so every lattice point on it is met.
+    """
+    found_i, found_j = [], []
+    delta = (end[0] - start[0], end[1] - start[1])
+    along_i = np.abs(delta[0]) >= np.abs(delta[1])
+    for axis, edges in ((0, along_i & (delta[0] != 0)), (1, ~along_i)):
+        a0, b0 = start[axis][edges], start[1 - axis][edges]
+        slope = delta[1 - axis][edges] / delta[axis][edges]
+        low = np.ceil(np.minimum(a0, end[axis][edges]) - ON_CONTOUR_PX).astype(np.int64)
+        high = np.floor(np.maximum(a0, end[axis][edges]) + ON_CONTOUR_PX).astype(np.int64)
+        steps = np.maximum(high - low + 1, 0)
+        edge = np.repeat(np.arange(a0.size), steps)
+        a = low[edge] + np.arange(edge.size) - np.repeat(np.cumsum(steps) - steps, steps)
+        b = b0[edge] + (a - a0[edge]) * slope[edge]
+        on = np.abs(b - np.rint(b)) <= ON_CONTOUR_PX
+        point = (a[on], np.rint(b[on]).astype(np.int64))
+        found_i.append(point[axis])
+        found_j.append(point[1 - axis])
+    i, j = np.concatenate(found_i), np.concatenate(found_j)
+    keep = (i >= 0) & (i < shape[0]) & (j >= 0) & (j < shape[1])
+    return i[keep], j[keep]
 
 
 def _contours(
