@@ -248,12 +248,18 @@ def shared_or_frame_item(dataset: Dataset, frame_index: int, sequence: str) -> D
 
 
 def _read_header(path: str, what: str) -> Dataset:
+    """The header of a source file, its SOP Class and Instance UIDs taken from the file meta where an
+    export blanked them (as the reader takes them), so outputs reference the instances the reader saw."""
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        header = pydicom.dcmread(path, stop_before_pixels=True)
     except FileNotFoundError:
         raise InputError(f"{path}: source file is gone; a {what} must reference it") from None
     except (InvalidDicomError, OSError, ValueError) as error:
         raise InputError(f"{path}: cannot read the source header: {error}") from error
+    for keyword, meta in (("SOPClassUID", "MediaStorageSOPClassUID"), ("SOPInstanceUID", "MediaStorageSOPInstanceUID")):
+        if not str(header.get(keyword) or "").strip() and header.file_meta.get(meta):
+            setattr(header, keyword, header.file_meta[meta].value)
+    return header
 
 
 def _position(header: Dataset, path: str) -> list[float]:

@@ -133,8 +133,8 @@ def write_seg(
             series_description=series_description,
             omit_empty_frames=bool(stack.any()),  # an all-empty mask keeps its frames: a SEG needs one
         )
-    except (ValueError, TypeError) as error:
-        raise InputError(f"{path}: highdicom refused the segmentation: {error}") from error
+    except (ValueError, TypeError, KeyError, AttributeError) as error:  # e.g. KeyError: a SOP class it has no IOD for
+        raise InputError(f"{path}: highdicom refused the segmentation: {type(error).__name__}: {error}") from error
     _add_slice_spacing(seg, labels)
     with atomic_path(path) as tmp:
         seg.save_as(tmp, enforce_file_format=True)

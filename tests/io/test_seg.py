@@ -232,6 +232,31 @@ def test_a_resampled_source_is_refused(tmp_path):
         write_seg(label_map(image), tmp_path / "x.dcm", algorithm=ALGORITHM)
 
 
+def test_a_source_whose_export_blanked_its_sop_uids_is_referenced_by_its_file_meta(tmp_path):
+    """As the real Siemens series in ../shared/data: SOP Class and Instance UID empty, the file meta keeping them."""
+    from medseg.io.rtstruct import read_rtstruct, write_rtstruct
+
+    geometry, _ = SCANS["feet-first"]
+    paths = factories.write_series(factories.ramp_volume(geometry), tmp_path / "ct")
+    for path in paths:
+        factories.edit_dicom(path, SOPInstanceUID="", SOPClassUID="")
+    image = read_dicom(tmp_path / "ct")
+    labels = label_map(image)
+    meta_uids = [pydicom.dcmread(p, stop_before_pixels=True).file_meta.MediaStorageSOPInstanceUID for p in paths]
+    assert sorted(image.source.sop_instance_uids) == sorted(meta_uids)
+
+    seg = write_seg(labels, tmp_path / "out" / "x.seg.dcm", algorithm=ALGORITHM)
+    rtstruct = write_rtstruct(labels, tmp_path / "out" / "x.rtstruct.dcm", algorithm=ALGORITHM)
+
+    np.testing.assert_array_equal(read_seg(seg, reference=image.geometry).channel(0) > 0, labels.channel(0) > 0)
+    np.testing.assert_array_equal(read_rtstruct(rtstruct, reference=image.geometry).channel(0), labels.channel(0))
+    frames = pydicom.dcmread(seg).PerFrameFunctionalGroupsSequence
+    referenced = {f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID for f in frames}
+    assert referenced <= set(meta_uids) and len(referenced) > 1
+    for path in paths:  # the inputs are untouched
+        assert pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID == ""
+
+
 def test_an_image_or_a_resampled_grid_is_refused(tmp_path):
     image = write_scan("oblique", tmp_path / "ct")
     with pytest.raises(InputError, match="label map"):

@@ -81,6 +81,36 @@ def test_real_ct_slices_follow_positions_not_instance_numbers(real_ct):
 # -- pydicom's test files ---------------------------------------------------------------------
 
 
+@pytest.mark.integration
+def test_real_ct_takes_seg_and_rtstruct_of_its_reference_organs(real_ct, shared_data, tmp_path):
+    """Its export blanked SOP Class/Instance UIDs (the file meta keeps them): SEG and RTSTRUCT still reference
+    each slice, and read back onto the series voxel for voxel."""
+    from medseg.io.dicom_outputs import AlgorithmIdentity
+    from medseg.io.nifti import read_nifti
+    from medseg.io.rtstruct import read_rtstruct, write_rtstruct
+    from medseg.io.seg import read_seg, write_seg
+    from medseg.volume import Segment
+    from tests import factories
+
+    _, image = real_ct
+    reference = read_nifti(shared_data / "ct_abdomen_20slices" / "reference_seg.nii.gz", kind="label")
+    organs = factories.aligned_to(reference, image.geometry)  # the reference stores y flipped
+    array = np.select([organs == 1, organs == 5, organs == 52], [1, 2, 3], 0).astype(np.uint8)
+    labels = image.with_array(
+        array, kind="label", segments=(Segment(1, "spleen"), Segment(2, "liver"), Segment(3, "aorta"))
+    )
+    algorithm = AlgorithmIdentity("reference", "1")
+
+    seg = write_seg(labels, tmp_path / "organs.seg.dcm", algorithm=algorithm)
+    rtstruct = write_rtstruct(labels, tmp_path / "organs.rtstruct.dcm", algorithm=algorithm)
+
+    np.testing.assert_array_equal(read_seg(seg, reference=image.geometry).channel(0), array)
+    np.testing.assert_array_equal(read_rtstruct(rtstruct, reference=image.geometry).channel(0), array)
+    frames = pydicom.dcmread(seg).PerFrameFunctionalGroupsSequence
+    referenced = {f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID for f in frames}
+    assert referenced <= set(image.source.sop_instance_uids) and len(referenced) == 20
+
+
 def _testdata(name: str) -> str:
     from pydicom.data import get_testdata_file
 
