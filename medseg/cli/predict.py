@@ -115,8 +115,13 @@ def run(args: argparse.Namespace) -> int:
         stdout.print(f"[{style[result.status]}]{result.status:>7}[/] {result.name}{seconds}{note}")
         for warning in result.warnings:
             stdout.print(f"[yellow]        warning:[/] {warning}")
+        for flag in [*result.flags, *report.batch_flags.get(result.name, [])]:
+            stdout.print(f"[magenta]        flagged:[/] {flag}")
     counts = {s: sum(r.status == s for r in report.results) for s in style}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no scans found"
+    flagged = {r.name for r in report.results if r.flags} | set(report.batch_flags)
+    if flagged:
+        summary += f" ({len(flagged)} flagged for review)"
     where = f"shard {shard[0]}/{shard[1]} of {report.cases_total} case(s): " if shard else ""
     stdout.print(f"{where}{summary} in {report.seconds:.1f} s; manifest: {report.output / 'manifest.csv'}")
     if report.cases_total == 0:

@@ -239,6 +239,20 @@ class Segmenter:
         Raises:
             InputError: a label map given as image, or the wrong number of channels.
         """
+        return self._segment(image, progress, None)
+
+    def segment_with_confidence(self, image: Volume, *, progress: Progress | None = None) -> tuple[Volume, np.ndarray]:
+        """:meth:`segment`, and the model's confidence in each voxel's label from the same pass.
+
+        Returns:
+            The label volume and a ``uint8`` ``(I, J, K)`` map on the same grid: the winning class's
+            softmax probability x 255 (rounded), taken from the same class scores as the argmax. Voxels the
+            network never saw (cropped away as air or zero) count as certain background (255).
+        """
+        confidence = np.full(image.spatial_shape, 255, dtype=np.uint8)
+        return self._segment(image, progress, confidence), confidence
+
+    def _segment(self, image: Volume, progress: Progress | None, confidence: np.ndarray | None) -> Volume:
         if image.kind is VolumeKind.LABEL:
             raise InputError(f"{image.path or 'input'}: segment needs an image, got a label map")
         started = time.monotonic()
@@ -247,7 +261,7 @@ class Segmenter:
         dtype = np.uint8 if self.num_classes <= 256 else np.uint16
         labels = np.zeros(image.spatial_shape, dtype=dtype)
         restorer = _Restorer(prepared.geometry, image.geometry, axis=window.axis, classes=self.num_classes)
-        restorer.run(window.stream(prepared.image, progress=progress), labels)
+        restorer.run(window.stream(prepared.image, progress=progress), labels, confidence)
         del prepared
         if self.settings.postprocess:
             postprocess(labels, self.pipeline.inference.postprocessing, voxel_volume_ml=image.geometry.voxel_volume_ml)
@@ -312,8 +326,9 @@ class _Restorer:
         hi = int(np.floor(self.positions[block[1] - 1])) + 3
         return max(0, min(lo, size - 1)), max(1, min(hi, size))
 
-    def run(self, bands: Iterator[ScoreBand], labels: np.ndarray) -> None:
-        """Consume every band (the window stream must run to its end) and fill ``labels`` block by block."""
+    def run(self, bands: Iterator[ScoreBand], labels: np.ndarray, confidence: np.ndarray | None = None) -> None:
+        """Consume every band (the window stream must run to its end) and fill ``labels`` block by block
+        (and ``confidence``, when given, with the winning class's softmax probability x 255)."""
         pending: list[ScoreBand] = []
         blocks = iter(self.blocks)
         block = next(blocks, None)
@@ -323,7 +338,7 @@ class _Restorer:
                 lo, hi = self.needed(block)
                 if pending[-1].stop < hi:
                     break
-                self._write(block, self._rows(pending, lo, hi), lo, labels)
+                self._write(block, self._rows(pending, lo, hi), lo, labels, confidence)
                 block = next(blocks, None)
                 keep = self.needed(block)[0] if block is not None else self.prepared.shape[self.axis]
                 pending = [b for b in pending if b.stop > keep]
@@ -340,13 +355,23 @@ class _Restorer:
                 pieces.append(band.scores[tuple(index)])
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1 + self.axis)
 
-    def _write(self, block: tuple[int, int], scores: np.ndarray, lo: int, labels: np.ndarray) -> None:
+    def _write(
+        self, block: tuple[int, int], scores: np.ndarray, lo: int, labels: np.ndarray, confidence: np.ndarray | None
+    ) -> None:
         band_grid = _cut(self.prepared, self.axis, lo, scores.shape[1 + self.axis])
         block_grid = _cut(self.source, self.axis, block[0], block[1] - block[0])
         values = resample(np.ascontiguousarray(scores), band_grid, block_grid, order="linear", fill=0.0)
         rows = [slice(None)] * 3
         rows[self.axis] = slice(*block)
         labels[tuple(rows)] = values.argmax(0)
+        if confidence is not None:
+            unseen = ~values.any(axis=0)  # off the prepared grid (cropped away): no scores, certain background
+            # softmax of the winner: 1 / sum(exp(score - best)), in place on the block's scores
+            values -= values.max(0)
+            np.exp(values, out=values)
+            winner = np.rint(255.0 / values.sum(0)).astype(np.uint8)
+            winner[unseen] = 255
+            confidence[tuple(rows)] = winner
 
 
 def _cut(geometry: Geometry, axis: int, start: int, count: int) -> Geometry:

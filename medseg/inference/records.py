@@ -1,7 +1,7 @@
 """What a prediction run leaves beside its masks: ``manifest.csv`` and ``run.json``.
 
 ``manifest.csv`` has one row per case (input path, series UID, status, output
-paths, seconds, the SEG self-check, warnings); ``run.json`` says what made the
+paths, seconds, the SEG self-check, warnings, quality flags, confidence, volumes); ``run.json`` says what made the
 outputs: versions, device, the model's identity, the settings, each input's
 hash and timings. Both are updated after every case, under a lock and by atomic
 replacement, so that shards of a job array can share one output folder and a
@@ -18,7 +18,7 @@ import json
 import os
 import platform
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +40,10 @@ MANIFEST_COLUMNS = (
     "seg_check",
     "warnings",
     "message",
+    "flags",
+    "batch_flags",
+    "confidence",
+    "volumes_ml",
 )
 
 
@@ -75,15 +79,60 @@ def record_case(folder: Path, row: Mapping[str, Any], facts: Mapping[str, Any]) 
     with output_lock(folder):
         rows = read_manifest(folder)
         rows[str(row["case"])] = {column: _cell(row.get(column)) for column in MANIFEST_COLUMNS}
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        for name in sorted(rows):
-            writer.writerow({column: rows[name].get(column, "") for column in MANIFEST_COLUMNS})
-        write_atomically(folder / MANIFEST, lambda tmp: tmp.write_text(text.getvalue()))
+        _write_manifest(folder, rows)
         run = _read_run(folder)
         run.setdefault("cases", {})[str(row["case"])] = dict(facts)
         _write_run(folder, run)
+
+
+def record_batch_flags(
+    folder: Path, flag: Callable[[Mapping[str, Mapping[str, float]]], Mapping[str, Sequence[str]]]
+) -> dict[str, list[str]]:
+    """Hold every segmented case's label volumes against the batch and rewrite each row's ``batch_flags``.
+
+    Runs under the records' lock, over every ``done`` row of the manifest (all shards' cases so far).
+
+    Args:
+        folder: the output folder.
+        flag: per case its volumes by label name -> per case its flags (:func:`~medseg.inference.quality.batch_flags`).
+
+    Returns:
+        The flags of the cases that have any.
+    """
+    with output_lock(folder):
+        rows = read_manifest(folder)
+        volumes = {
+            name: parse_volumes(row.get("volumes_ml", ""))
+            for name, row in rows.items()
+            if row.get("status") == "done" and row.get("volumes_ml")
+        }
+        flags = {name: list(found) for name, found in flag(volumes).items()}
+        for name, row in rows.items():
+            row["batch_flags"] = _cell(flags.get(name, []))
+        _write_manifest(folder, rows)
+        run = _read_run(folder)
+        for name, facts in run.get("cases", {}).items():
+            if isinstance(facts.get("quality"), dict):
+                facts["quality"]["batch_flags"] = flags.get(name, [])
+        _write_run(folder, run)
+    return {name: found for name, found in flags.items() if found}
+
+
+def format_volumes(volumes: Mapping[str, float]) -> str:
+    """``liver=1520.3;spleen=210.1``: the manifest's ``volumes_ml`` cell."""
+    return ";".join(f"{name}={value:.1f}" for name, value in volumes.items())
+
+
+def parse_volumes(cell: str) -> dict[str, float]:
+    """The volumes of a ``volumes_ml`` cell (entries that do not parse are left out)."""
+    volumes = {}
+    for entry in cell.split(";"):
+        name, _, value = entry.rpartition("=")
+        try:
+            volumes[name] = float(value)
+        except ValueError:
+            continue
+    return volumes
 
 
 def record_run(folder: Path, facts: Mapping[str, Any], *, key: str) -> None:
@@ -158,6 +207,15 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.2f}"
     return str(value)
+
+
+def _write_manifest(folder: Path, rows: Mapping[str, Mapping[str, str]]) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for name in sorted(rows):
+        writer.writerow({column: rows[name].get(column, "") for column in MANIFEST_COLUMNS})
+    write_atomically(folder / MANIFEST, lambda tmp: tmp.write_text(text.getvalue()))
 
 
 def _read_run(folder: Path) -> dict[str, Any]:

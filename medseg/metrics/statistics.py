@@ -15,9 +15,10 @@ import io
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +28,8 @@ from medseg.volume import Volume, VolumeKind
 
 #: Voxels per block: bounds the temporaries (a few float64 copies of a block) to about 20 MB.
 _BLOCK_VOXELS = 1 << 19
+#: A connected piece of a label smaller than this share of the label's voxels is a speck, not a piece.
+PIECE_SHARE = 0.01
 
 
 @dataclass(frozen=True)
@@ -102,31 +105,68 @@ def label_statistics(labels: Volume, image: Volume | None = None) -> list[LabelS
     return stats
 
 
+def piece_sizes(mask: np.ndarray) -> np.ndarray:
+    """Voxels of each 26-connected piece of a boolean mask, largest first (empty for an empty mask)."""
+    from scipy import ndimage
+
+    pieces, count = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.sort(np.bincount(pieces.ravel())[1:])[::-1]
+
+
+def significant_pieces(sizes: np.ndarray) -> int:
+    """Pieces holding at least :data:`PIECE_SHARE` of the mask's voxels (smaller ones are specks)."""
+    total = int(sizes.sum())
+    return int(np.sum(sizes >= PIECE_SHARE * total)) if total else 0
+
+
 def write_statistics(
     stats: Sequence[LabelStats],
     json_path: str | os.PathLike[str] | None,
     csv_path: str | os.PathLike[str] | None = None,
+    *,
+    extra: Mapping[str, Mapping[str, Any]] | None = None,
+    case: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """Write statistics as JSON (a list of objects) and/or CSV (one row per label), atomically.
+
+    Args:
+        stats: one entry per label.
+        json_path: where the JSON goes (None: none).
+        csv_path: where the CSV goes (None: none).
+        extra: more fields per label, by label name (e.g. quality signals); added to its
+            object and as CSV columns (lists joined by ``;``).
+        case: more top-level JSON entries about the whole case (e.g. its flags).
 
     Returns:
         The paths written (None paths are skipped).
     """
-    rows = [asdict(s) for s in stats]
+    extra = extra or {}
+    rows = [{**asdict(s), **extra.get(s.name, {})} for s in stats]
+    columns = list(dict.fromkeys([*LabelStats.__dataclass_fields__, *(k for e in extra.values() for k in e)]))
     written = []
     if json_path is not None:
         with atomic_path(json_path) as tmp:
-            tmp.write_text(json.dumps({"labels": rows}, indent=2) + "\n", encoding="utf-8")
+            tmp.write_text(json.dumps({"labels": rows, **(case or {})}, indent=2) + "\n", encoding="utf-8")
         written.append(Path(json_path))
     if csv_path is not None:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=[f for f in LabelStats.__dataclass_fields__], lineterminator="\n")
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+        writer.writerows({k: _csv_value(v) for k, v in row.items()} for row in rows)
         with atomic_path(csv_path) as tmp:
             tmp.write_text(buffer.getvalue(), encoding="utf-8")
         written.append(Path(csv_path))
     return written
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ";".join(str(v) for v in value)
+    return value
 
 
 def _blocks(shape: tuple[int, ...]) -> list[tuple[slice, ...]]:

@@ -33,7 +33,17 @@ from medseg.errors import ConfigError, InputError, MedsegError
 from medseg.inference.engine import InferenceSettings, Segmenter
 from medseg.inference.guardrails import check_image
 from medseg.inference.inputs import Case, collect_cases, select_shard
-from medseg.inference.records import environment, files_sha256, now, read_manifest, record_case, record_run
+from medseg.inference.quality import CaseQuality, assess_case, batch_flags
+from medseg.inference.records import (
+    environment,
+    files_sha256,
+    format_volumes,
+    now,
+    read_manifest,
+    record_batch_flags,
+    record_case,
+    record_run,
+)
 from medseg.io import read_image
 from medseg.io.dicom import DicomReadOptions, read_series
 from medseg.io.files import atomic_path
@@ -95,17 +105,28 @@ class CaseResult:
     message: str = ""
     warnings: tuple[str, ...] = ()
     seg_check: str = ""
+    quality: CaseQuality | None = None
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The case's own quality flags (none when it was not segmented in this run)."""
+        return self.quality.flags if self.quality is not None else ()
 
 
 @dataclass
 class PredictReport:
-    """Every case's result, plus what was found and left out."""
+    """Every case's result, plus what was found and left out.
+
+    ``batch_flags``: per case of the output folder (this run's and earlier ones'), the flags
+    from holding its label volumes against the whole batch; only cases that have any.
+    """
 
     output: Path
     results: list[CaseResult] = field(default_factory=list)
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
     cases_total: int = 0  # before sharding
     seconds: float = 0.0
+    batch_flags: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[CaseResult]:
@@ -177,6 +198,7 @@ def predict(
         report.results.append(result)
         if progress is not None:
             progress("cases", index, len(cases))
+    report.batch_flags = record_batch_flags(out, batch_flags)
     report.seconds = time.monotonic() - started
     counts = {s: sum(r.status == s for r in report.results) for s in ("done", "exists", "failed", "skipped")}
     facts = _run_facts(segmenter, options, session_start=None, cases=len(cases))
@@ -228,15 +250,19 @@ def _run_case(
         warnings = check_image(image, segmenter.pipeline, fingerprint=segmenter.fingerprint, strict=options.strict)
         for warning in warnings:
             log.warning("%s: %s", case.name, warning)
-        labels = segmenter.segment(
+        labels, confidence = segmenter.segment_with_confidence(
             image, progress=None if progress is None else lambda done, total: progress("windows", done, total)
         )
+        quality = assess_case(labels, confidence, fingerprint=segmenter.fingerprint)
+        del confidence
+        for flag in quality.flags:
+            log.info("%s: flagged: %s", case.name, flag)
         notes: list[str] = []
         if image.source.resampled and any(kind in paths for kind in ("seg", "rtstruct")):
             paths = {kind: path for kind, path in paths.items() if kind not in ("seg", "rtstruct")}
             notes.append("SEG/RTSTRUCT not written: the series was resampled (irregular slices), so its slices are "
                          "not the stored instances")
-        seg_check = _write_outputs(image, labels, paths, segmenter)
+        seg_check = _write_outputs(image, labels, paths, segmenter, quality)
     except (MedsegError, OSError) as exc:
         message = str(exc)
         log.warning("%s: %s", case.name, message)
@@ -251,7 +277,16 @@ def _run_case(
     seconds = time.monotonic() - started
     written = tuple(str(p) for p in paths.values())
     result = CaseResult(
-        case.name, case.input_path, case.series_uid, "done", written, seconds, "; ".join(notes), tuple(warnings), seg_check
+        case.name,
+        case.input_path,
+        case.series_uid,
+        "done",
+        written,
+        seconds,
+        "; ".join(notes),
+        tuple(warnings),
+        seg_check,
+        quality,
     )
     _record(out, case, result, input_hash=files_sha256(case.files))
     log.info("segmented %s in %.1f s -> %s", case.name, seconds, ", ".join(written))
@@ -280,7 +315,9 @@ def _read(case: Case, options: PredictOptions) -> Volume:
     return first.with_array(np.concatenate([v.array for v in volumes]))
 
 
-def _write_outputs(image: Volume, labels: Volume, paths: dict[str, Path], segmenter: Segmenter) -> str:
+def _write_outputs(
+    image: Volume, labels: Volume, paths: dict[str, Path], segmenter: Segmenter, quality: CaseQuality
+) -> str:
     """Write every output under a temporary name, then rename them together; returns the SEG self-check."""
     from medseg.io import write_image
 
@@ -304,7 +341,14 @@ def _write_outputs(image: Volume, labels: Volume, paths: dict[str, Path], segmen
         if "stats_json" in tmp:
             from medseg.metrics.statistics import label_statistics, write_statistics
 
-            write_statistics(label_statistics(labels, image), tmp["stats_json"], tmp["stats_csv"])
+            signals = quality.to_dict()
+            write_statistics(
+                label_statistics(labels, image),
+                tmp["stats_json"],
+                tmp["stats_csv"],
+                extra=signals["labels"],
+                case={"confidence": signals["confidence"], "flags": signals["flags"]},
+            )
         if "preview" in tmp:
             from medseg.inference.preview import write_preview
 
@@ -330,6 +374,9 @@ def _record(out: Path, case: Case, result: CaseResult, *, input_hash: str | None
         "seg_check": result.seg_check,
         "warnings": list(result.warnings),
         "message": result.message,
+        "flags": list(result.flags),
+        "confidence": None if result.quality is None else result.quality.confidence,
+        "volumes_ml": "" if result.quality is None else format_volumes(result.quality.volumes_ml),
     }
     facts = {
         "input": result.input,
@@ -340,6 +387,8 @@ def _record(out: Path, case: Case, result: CaseResult, *, input_hash: str | None
         "seconds": round(result.seconds, 3),
         "finished": now(),
     }
+    if result.quality is not None:
+        facts["quality"] = result.quality.to_dict()
     record_case(out, row, facts)
 
 

@@ -147,6 +147,25 @@ def test_crop_to_body_leaves_the_air_around_a_ct_background():
     assert_equal_up_to_ties(labels, reference_scores(segmenter, image))
 
 
+def test_confidence_is_the_winning_softmax_of_the_same_scores():
+    image = oblique_phantom()
+    values = np.array(image.channel(0))
+    values[:7] = 0  # cropped away below: certain background there
+    image = image.with_array(values)
+    segmenter = make_segmenter(make_pipeline(crop=True), overlap=0.5)
+    labels, confidence = segmenter.segment_with_confidence(image)
+    np.testing.assert_array_equal(labels.channel(0), segmenter.segment(image).channel(0))
+    assert confidence.dtype == np.uint8 and confidence.shape == image.spatial_shape
+
+    scores = reference_scores(segmenter, image)
+    covered = scores.any(axis=0)
+    softmax = np.exp(scores - scores.max(0)) / np.exp(scores - scores.max(0)).sum(0)
+    expected = np.rint(255 * softmax.max(0)).astype(int)
+    assert np.abs(confidence[covered].astype(int) - expected[covered]).max() <= 1
+    assert (confidence[~covered] == 255).all() and (~covered).sum() > 1000
+    assert confidence[covered].min() < 200  # an untrained network is unsure somewhere: the map is not constant
+
+
 def test_2d_pipeline():
     geometry = factories.axial_geometry(
         shape=(45, 37, 6), spacing=(5.5, 6.5, 9.0), origin=(-120.0, -110.0, -20.0), feet_first=True

@@ -149,6 +149,16 @@ def test_ct_cases_record_their_body_box_and_whether_it_holds_the_labels():
     assert not Fingerprint.from_dict(old).body_crop_safe
 
 
+def test_each_labels_volume_and_pieces_per_case(phantoms):
+    fp = _fingerprint(phantoms)
+    for number in (1, 2, 3):
+        expected = [round(float((labels.array[0] == number).sum()) * labels.geometry.voxel_volume_ml, 3)
+                    for _, labels in phantoms if (labels.array[0] == number).any()]
+        assert list(fp.label_volumes_ml[number]) == pytest.approx(expected) and len(expected) == 3
+    # a liver and a spleen each in one piece; two kidneys under one label: two pieces
+    assert fp.label_pieces == {1: (1, 1, 1), 2: (1, 1, 1), 3: (2, 2, 2)}
+
+
 def test_round_trips_through_json(phantoms):
     fp = _fingerprint(phantoms)
     data = json.loads(json.dumps(fp.to_dict()))
