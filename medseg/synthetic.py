@@ -192,3 +192,56 @@ def write_phantom_dataset(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "dataset.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return folder
+
+
+#: What :func:`write_review_batch` does to its damaged scans, by case name.
+REVIEW_DAMAGE = {
+    "cut-off": "the scan ends inside the liver and spleen (the top of the field of view cut off)",
+    "head": "another body part: a head (brain in a skull), not an abdomen",
+    "noisy": "an abdomen under heavy noise (sigma 250 HU)",
+}
+
+
+def write_review_batch(folder: str | os.PathLike[str], *, good: int = 20, seed: int = 1000) -> dict[str, str]:
+    """Write a batch of CT phantoms to segment, a few of them damaged, for trying quality flags and reviews.
+
+    Good scans are ``good-<n>.nii.gz`` (new anatomy and grids, none of the training set's); the
+    damaged ones are named after their damage (:data:`REVIEW_DAMAGE`).
+
+    Args:
+        folder: where the scans go (created).
+        good: how many good scans.
+        seed: the first good scan's seed; the damaged scans use the seeds after the good ones.
+
+    Returns:
+        Case name -> what is wrong with it ("" for the good scans).
+    """
+    folder = Path(folder)
+    cases: dict[str, str] = {}
+    for number in range(good):
+        image, _ = make_phantom(seed + number, geometry=phantom_case_grid(seed + number))
+        write_nifti(image, folder / f"good-{seed + number}.nii.gz")
+        cases[f"good-{seed + number}"] = ""
+    damaged = seed + good
+    image, _ = make_phantom(damaged, geometry=phantom_case_grid(damaged))
+    top = image.geometry.index_to_physical(np.array([[0, 0, k] for k in range(image.spatial_shape[2])], float))[:, 2]
+    keep = np.flatnonzero(top <= 15.0)  # through the liver (centred near z = 10 mm) and the spleen
+    cut = Geometry.from_spacing(
+        (*image.spatial_shape[:2], int(keep.size)),
+        image.geometry.spacing,
+        image.geometry.index_to_physical(np.array([[0.0, 0.0, float(keep[0])]]))[0],
+        image.geometry.direction,
+    )
+    write_nifti(Volume(image.array[..., keep[0] : keep[-1] + 1], cut), folder / "cut-off.nii.gz")
+    geometry = phantom_case_grid(damaged + 1)
+    points = geometry.index_to_physical(np.indices(geometry.shape).reshape(3, -1).T.astype(float))
+    radius = np.sqrt(((points / [75.0, 90.0, 80.0]) ** 2).sum(axis=1)).reshape(geometry.shape)
+    head = np.full(geometry.shape, -1000, dtype=np.int16)
+    head[radius <= 1.0], head[radius <= 0.9] = 900, 35  # skull, brain
+    write_nifti(Volume(head[None], geometry), folder / "head.nii.gz")
+    image, _ = make_phantom(damaged + 2, geometry=phantom_case_grid(damaged + 2))
+    noise = np.random.default_rng(damaged + 2).normal(0.0, 250.0, image.array.shape)
+    noisy = np.clip(image.array + noise, -1024, 3071).astype(np.int16)
+    write_nifti(image.with_array(noisy), folder / "noisy.nii.gz")
+    cases.update(REVIEW_DAMAGE)
+    return cases

@@ -191,7 +191,7 @@ def _label_quality(
                 touches.append(sides[(axis, end)])
     return LabelQuality(
         name=name,
-        volume_ml=round(voxels * voxel_ml, 3),
+        volume_ml=round(voxels * voxel_ml, 1),
         components=significant_pieces(sizes),
         largest_share=round(float(sizes[0]) / voxels, 4),
         expected_share=round(float(sizes[:expected_pieces].sum()) / voxels, 4),

@@ -106,11 +106,12 @@ class CaseResult:
     warnings: tuple[str, ...] = ()
     seg_check: str = ""
     quality: CaseQuality | None = None
+    recorded_flags: tuple[str, ...] = ()  # of a case segmented before (status "exists"), from the manifest
 
     @property
     def flags(self) -> tuple[str, ...]:
-        """The case's own quality flags (none when it was not segmented in this run)."""
-        return self.quality.flags if self.quality is not None else ()
+        """The case's own quality flags: this run's, or those recorded when it was segmented."""
+        return self.quality.flags if self.quality is not None else self.recorded_flags
 
 
 @dataclass
@@ -242,7 +243,10 @@ def _run_case(
         message = "outputs exist (use --overwrite to redo)"
         if before is not None and before.get("status") == "done" and before.get("message"):
             message = f"{message}; {before['message']}"
-        return CaseResult(case.name, case.input_path, case.series_uid, "exists", tuple(shown), message=message)
+        recorded = tuple(f for f in (before or {}).get("flags", "").split(";") if f)
+        return CaseResult(
+            case.name, case.input_path, case.series_uid, "exists", tuple(shown), message=message, recorded_flags=recorded
+        )
     _remove_leftovers(paths.values())
     warnings: list[str] = []
     try:
