@@ -23,12 +23,22 @@ from pydicom.errors import InvalidDicomError
 from medseg.errors import InputError, PacsError
 from medseg.io.files import atomic_path, safe_name
 from medseg.pacs.config import PacsSettings
-from medseg.pacs.model import SeriesInfo, SeriesQuery, StoreReport, as_int
+from medseg.pacs.model import DECODED_TRANSFER_SYNTAXES, SeriesInfo, SeriesQuery, StoreReport, as_int
 
 log = logging.getLogger(__name__)
 
 #: Instances sent in one STOW-RS request.
 STOW_BATCH = 32
+#: What a WADO-RS retrieval asks for, in turn: the syntax each instance is stored in (nothing for the
+#: server to transcode: Orthanc without its GDCM plugin cannot turn JPEG 2000 into the default),
+#: then any syntax medseg decodes, then the server's default (Explicit VR Little Endian).
+RETRIEVE_MEDIA_TYPES: tuple[tuple[tuple[str, str], ...] | None, ...] = (
+    (("application/dicom", "*"),),
+    tuple(("application/dicom", uid) for uid in DECODED_TRANSFER_SYNTAXES),
+    None,
+)
+#: HTTP answers to a retrieval that may mean "not in that transfer syntax": worth asking again another way.
+_REFUSED_SYNTAX = (400, 406, 415, 500, 501)
 _MAX_PAGES = 100
 _SERIES_FIELDS = (
     "PatientID",
@@ -124,11 +134,31 @@ class DicomWebClient:
         """
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
+        for media_types in RETRIEVE_MEDIA_TYPES[:-1]:
+            try:
+                return self._retrieve(series, out, media_types)
+            except PacsError as exc:
+                status = getattr(getattr(exc.__cause__, "response", None), "status_code", None)
+                if status not in _REFUSED_SYNTAX:
+                    raise
+                log.info(
+                    "WADO-RS: %s refused %s (HTTP %s); asking again",
+                    self.settings.describe(),
+                    _describe_media_types(media_types),
+                    status,
+                )
+        return self._retrieve(series, out, RETRIEVE_MEDIA_TYPES[-1])
+
+    def _retrieve(
+        self, series: SeriesInfo, out: Path, media_types: tuple[tuple[str, str], ...] | None
+    ) -> list[Path]:
         paths = []
         with self._errors(f"retrieving series {series.series_uid}"):
-            for dataset in self._client.iter_series(series.study_uid, series.series_uid):
+            for dataset in self._client.iter_series(series.study_uid, series.series_uid, media_types=media_types):
                 paths.append(_save(dataset, out))
-        log.info("WADO-RS: %d instances of series %s", len(paths), series.series_uid)
+        log.info(
+            "WADO-RS: %d instances of series %s (%s)", len(paths), series.series_uid, _describe_media_types(media_types)
+        )
         return paths
 
     def series_headers(self, series: SeriesInfo) -> list[Dataset]:
@@ -214,6 +244,13 @@ class DicomWebClient:
             raise PacsError(f"{where}: request failed while {doing} ({type(exc).__name__})") from exc
         except (ValueError, KeyError) as exc:  # malformed multipart or JSON answers
             raise PacsError(f"{where}: unexpected answer while {doing} ({exc})") from exc
+
+
+def _describe_media_types(media_types: tuple[tuple[str, str], ...] | None) -> str:
+    if media_types is None:
+        return "the default transfer syntax"
+    syntaxes = [syntax for _, syntax in media_types]
+    return "the stored transfer syntax" if syntaxes == ["*"] else f"{len(syntaxes)} transfer syntaxes medseg decodes"
 
 
 def _qido_value(value: str) -> str:

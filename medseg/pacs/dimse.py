@@ -21,43 +21,20 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
     UID,
 )
 
 from medseg.errors import InputError, PacsError
 from medseg.io.files import atomic_path, safe_name
 from medseg.pacs.config import PacsSettings
-from medseg.pacs.model import SeriesInfo, SeriesQuery, StoreReport, as_int
+from medseg.pacs.model import DECODED_TRANSFER_SYNTAXES, SeriesInfo, SeriesQuery, StoreReport, as_int
 
 log = logging.getLogger(__name__)
 
 #: Transfer syntaxes we accept when receiving (medseg decodes all of them).
-RECEIVE_TRANSFER_SYNTAXES = (
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    JPEGLosslessSV1,
-    JPEG2000Lossless,
-    JPEGLSLossless,
-    RLELossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEG2000,
-    JPEGLSNearLossless,
-)
+RECEIVE_TRANSFER_SYNTAXES = DECODED_TRANSFER_SYNTAXES
 #: Storage SOP classes asked for first (the rest of pynetdicom's list fills the 128 contexts).
 PREFERRED_STORAGE = (
     "1.2.840.10008.5.1.4.1.1.2",  # CT Image
@@ -70,6 +47,12 @@ PREFERRED_STORAGE = (
     "1.2.840.10008.5.1.4.1.1.481.3",  # RT Structure Set
     "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture
 )
+#: The image storage classes of a modality (received with a context per transfer syntax, see retrieval_contexts).
+_MODALITY_CLASSES = {
+    "CT": ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1"),
+    "MR": ("1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.4.1"),
+    "PT": ("1.2.840.10008.5.1.4.1.1.128", "1.2.840.10008.5.1.4.1.1.130"),
+}
 _SUCCESS, _WARNINGS = 0x0000, (0x0001, 0xB000, 0xB006, 0xB007)
 _PENDING = (0xFF00, 0xFF01)
 _REJECT_REASONS = {
@@ -169,8 +152,8 @@ class DimseClient:
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         paths: list[Path] = []
-        storage = storage_contexts(127)
-        roles = [build_role(cx.abstract_syntax, scp_role=True) for cx in storage]
+        storage = retrieval_contexts(series.modality)
+        roles = [build_role(uid, scp_role=True) for uid in dict.fromkeys(cx.abstract_syntax for cx in storage)]
         handlers = [(evt.EVT_C_STORE, _store_handler(out, paths))]
         identifier = Dataset()
         identifier.QueryRetrieveLevel = "SERIES"
@@ -333,6 +316,25 @@ def storage_contexts(limit: int = 127) -> list[Any]:
     uids = list(PREFERRED_STORAGE)
     uids += [cx.abstract_syntax for cx in StoragePresentationContexts if cx.abstract_syntax not in uids]
     return [_context(uid, RECEIVE_TRANSFER_SYNTAXES) for uid in uids[:limit]]
+
+
+def retrieval_contexts(modality: str | None, limit: int = 127) -> list[Any]:
+    """Storage contexts for receiving a series by C-GET.
+
+    A peer accepts one transfer syntax per presentation context, and must send each instance in
+    it: offered one context with every syntax, Orthanc takes Explicit VR Little Endian and then
+    has to transcode a JPEG 2000 instance, which it cannot do without its GDCM plugin (the C-GET
+    fails). So the series' own image classes (by ``modality``; CT and MR when unknown) get one
+    context per syntax medseg decodes, and every other class one context with all of them.
+    """
+    from pynetdicom import StoragePresentationContexts
+
+    own = _MODALITY_CLASSES.get((modality or "").upper(), _MODALITY_CLASSES["CT"] + _MODALITY_CLASSES["MR"])
+    contexts = [_context(uid, [syntax]) for uid in own for syntax in DECODED_TRANSFER_SYNTAXES]
+    others = [uid for uid in PREFERRED_STORAGE if uid not in own]
+    others += [cx.abstract_syntax for cx in StoragePresentationContexts if cx.abstract_syntax not in (*own, *others)]
+    contexts += [_context(uid, RECEIVE_TRANSFER_SYNTAXES) for uid in others]
+    return contexts[:limit]
 
 
 def write_received(event: Any, folder: Path) -> Path:

@@ -6,10 +6,44 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+
 from medseg.errors import ConfigError
 from medseg.io.files import safe_name
 
 _DATE_RANGE = re.compile(r"^(?P<start>\d{8})?(?P<dash>-)?(?P<end>\d{8})?$")
+
+#: Transfer syntaxes medseg decodes (pydicom with the pylibjpeg and pyjpegls plugins it installs): asked for
+#: when retrieving, accepted when receiving. Lossless ones first: a server picks from the front.
+DECODED_TRANSFER_SYNTAXES = (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    JPEGLosslessSV1,
+    JPEGLossless,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEG2000,
+    JPEGLSNearLossless,
+)
 
 #: Modalities that hold no image to segment (they are left out of ``pacs segment``'s work).
 NON_IMAGE_MODALITIES = frozenset(

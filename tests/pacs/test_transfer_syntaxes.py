@@ -1,0 +1,121 @@
+"""Compressed studies from a real Orthanc without its GDCM plugin (it cannot transcode them).
+
+Orthanc holds one CT series in each transfer syntax that scanners and archives use. WADO-RS
+asks for the stored syntax first (``transfer-syntax=*``): by default Orthanc would have to
+transcode JPEG 2000 to Explicit VR Little Endian, cannot, and answers HTTP 500. C-GET offers
+every syntax medseg decodes. Each series comes back decoding to the pixels that were sent, and
+``pacs segment`` leaves one SEG per series, then pushes nothing on a second run.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    RLELossless,
+)
+
+from medseg.cli import main
+from medseg.io.dicom import read_dicom
+from medseg.pacs import SeriesQuery, connect, load_settings
+from tests import factories
+from tests.pacs.conftest import ct_study
+
+pytestmark = pytest.mark.integration
+
+LOSSLESS = (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    RLELossless,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    JPEGLosslessSV1,
+)
+SYNTAXES = (*LOSSLESS, JPEG2000)
+
+
+def encode(paths, syntax, folder):
+    """The series re-encoded in ``syntax`` (pydicom's encoders; dcmtk's dcmcjpeg for JPEG lossless)."""
+    if syntax == JPEGLosslessSV1:
+        if not shutil.which("dcmcjpeg"):
+            pytest.skip("dcmtk's dcmcjpeg is not installed (apt-get install dcmtk)")
+        return factories.dcmtk_compress(paths, folder, "+e1")
+    folder.mkdir(parents=True)
+    out = []
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        if syntax in (ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian):
+            ds.file_meta.TransferSyntaxUID = syntax
+        elif syntax == JPEG2000:
+            ds.compress(syntax, j2k_psnr=[80])
+        else:
+            ds.compress(syntax)
+        ds.save_as(folder / path.name, enforce_file_format=True)
+        out.append(folder / path.name)
+    return out
+
+
+@pytest.fixture()
+def archive(orthanc, tmp_path):
+    """Orthanc holding one series per syntax; returns {series UID: (syntax, original folder)}."""
+    study = ct_study(tmp_path / "study", series=len(SYNTAXES))
+    held = {}
+    for index, (syntax, paths) in enumerate(zip(SYNTAXES, study)):
+        for path in paths:  # one description per syntax, so the series tell themselves apart
+            factories.edit_dicom(path, SeriesDescription=f"{index} {syntax.name}"[:64])
+        encoded = encode(paths, syntax, tmp_path / "encoded" / str(index))
+        assert pydicom.dcmread(encoded[0]).file_meta.TransferSyntaxUID == syntax
+        orthanc.upload(encoded)
+        held[str(pydicom.dcmread(paths[0]).SeriesInstanceUID)] = (syntax, paths[0].parent)
+    stored = {s["MainDicomTags"]["SeriesInstanceUID"] for s in orthanc.series_of("CT")}
+    assert stored == set(held)
+    return held
+
+
+@pytest.mark.parametrize("protocol", ["dicomweb", "dimse"])
+def test_every_syntax_is_retrieved_and_decodes_to_what_was_sent(orthanc, archive, tmp_path, protocol):
+    settings = load_settings(orthanc.settings_file(tmp_path / "cfg", protocol=protocol), environ={})
+    with connect(settings) as pacs:
+        found = pacs.find_series(SeriesQuery(modality="CT"))
+        assert len(found) == len(SYNTAXES)
+        for series in found:
+            syntax, original = archive[series.series_uid]
+            paths = pacs.retrieve_series(series, tmp_path / "pulled" / series.series_uid)
+            assert len(paths) == 14, syntax.name
+            pulled, sent = read_dicom(paths[0].parent), read_dicom(original)
+            assert pulled.geometry.is_close(sent.geometry, tolerance_mm=1e-6)
+            if syntax in LOSSLESS:
+                np.testing.assert_array_equal(pulled.array, sent.array, err_msg=syntax.name)
+            else:  # lossy JPEG 2000 at 80 dB: close, not equal
+                assert np.abs(pulled.array.astype(int) - sent.array).max() < 100
+            if protocol == "dicomweb":  # asked for as stored: nothing transcoded on the way
+                assert pydicom.dcmread(paths[0]).file_meta.TransferSyntaxUID == syntax
+
+
+@pytest.mark.slow
+def test_pacs_segment_leaves_one_seg_per_series_over_dicomweb(orthanc, archive, trained_model, tmp_path, capsys):
+    args = ["pacs", "segment", "--pacs", str(orthanc.settings_file(tmp_path / "cfg")), "--model",
+            str(trained_model), "--work", str(tmp_path / "work"), "--modality", "CT", "--device", "cpu"]
+    assert main(args) == 0, capsys.readouterr()
+    assert f"{len(SYNTAXES)} pushed" in capsys.readouterr().out
+    referenced = set()
+    for series in orthanc.series_of("SEG"):
+        (instance,) = series["Instances"]
+        seg = pydicom.dcmread(io.BytesIO(orthanc.instance_file(instance)))
+        referenced |= {str(r.SeriesInstanceUID) for r in seg.ReferencedSeriesSequence}
+    assert referenced == set(archive)
+    assert main(args) == 0
+    assert "pushed" not in capsys.readouterr().out.replace("0 pushed", "")
+    assert len(orthanc.series_of("SEG")) == len(SYNTAXES)
