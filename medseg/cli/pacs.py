@@ -112,6 +112,13 @@ def _connection_parser() -> argparse.ArgumentParser:
     group.add_argument("--port", help="DIMSE: the PACS's port")
     group.add_argument("--calling-ae-title", metavar="AET", help="DIMSE: our AE title (default: MEDSEG)")
     group.add_argument("--timeout", metavar="S", help="seconds to wait for the PACS (default: 30)")
+    group.add_argument(
+        "--move-ae",
+        metavar="AET",
+        help="DIMSE: retrieve by C-MOVE to this AE title (medseg's own temporary Storage SCP; the PACS must "
+        "know it, with this machine's address and --move-port) instead of C-GET",
+    )
+    group.add_argument("--move-port", metavar="PORT", help="DIMSE: the port medseg listens on for C-MOVE")
     return parent
 
 

@@ -6,7 +6,9 @@ Two kinds of peer:
   Basic auth (``username`` with ``password_env`` or ``password_file``) or a bearer token
   (``token_env`` or ``token_file``), and ``verify``: ``true`` (the system's CAs),
   ``false`` (no TLS verification) or the path of a CA bundle;
-* DIMSE: the peer's ``ae_title``, ``host`` and ``port``, and our own ``calling_ae_title``.
+* DIMSE: the peer's ``ae_title``, ``host`` and ``port``, and our own ``calling_ae_title``;
+  ``move_ae`` and ``move_port`` to retrieve by C-MOVE (to medseg's own temporary Storage SCP
+  under that AE title and port, which the PACS must know) instead of C-GET.
 
 Secrets never sit in the file itself: the file names an environment variable or a file
 that holds them. They are read when the settings are loaded, kept in a :class:`Secret`
@@ -45,6 +47,8 @@ KEYS = (
     "host",
     "port",
     "calling_ae_title",
+    "move_ae",
+    "move_port",
 )
 #: Environment variables: ``MEDSEG_PACS_<KEY>`` for every key, plus the secrets themselves.
 ENV_PREFIX = "MEDSEG_PACS_"
@@ -96,6 +100,8 @@ class PacsSettings:
         host: the DIMSE peer's host name or address.
         port: the DIMSE peer's port.
         calling_ae_title: our own AE title.
+        move_ae: retrieve by C-MOVE to this AE title (our temporary Storage SCP), not by C-GET.
+        move_port: the port that Storage SCP listens on (with ``move_ae``).
         source: where the settings came from (named in errors).
     """
 
@@ -110,6 +116,8 @@ class PacsSettings:
     host: str | None = None
     port: int | None = None
     calling_ae_title: str = DEFAULT_CALLING_AE
+    move_ae: str | None = None
+    move_port: int | None = None
     source: str = "settings"
 
     def describe(self) -> str:
@@ -252,7 +260,20 @@ def _build(values: dict[str, Any], sources: dict[str, str], environ: Mapping[str
             raise ConfigError(f"{common['source']}: a DIMSE peer needs {', '.join(missing)} (given: {_given(values)})")
         port = _port(values["port"], where("port"))
         ae_title = check_ae_title(values["ae_title"], where("ae_title"))
-        return PacsSettings("dimse", ae_title=ae_title, host=str(values["host"]), port=port, **common)
+        move_ae, move_port = values.get("move_ae") or None, values.get("move_port")
+        move_port = None if move_port in (None, "") else move_port
+        if (move_ae is None) != (move_port is None):
+            given, missing = ("move_ae", "move_port") if move_ae else ("move_port", "move_ae")
+            raise ConfigError(f"{where(given)}: C-MOVE needs both move_ae and move_port; {missing} is missing")
+        return PacsSettings(
+            "dimse",
+            ae_title=ae_title,
+            host=str(values["host"]),
+            port=port,
+            move_ae=None if move_ae is None else check_ae_title(move_ae, where("move_ae")),
+            move_port=None if move_port is None else _port(move_port, where("move_port")),
+            **common,
+        )
     url = str(values.get("url") or "")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -54,6 +54,7 @@ _MODALITY_CLASSES = {
     "PT": ("1.2.840.10008.5.1.4.1.1.128", "1.2.840.10008.5.1.4.1.1.130"),
 }
 _SUCCESS, _WARNINGS = 0x0000, (0x0001, 0xB000, 0xB006, 0xB007)
+_MOVE_DESTINATION_UNKNOWN = 0xA801
 _PENDING = (0xFF00, 0xFF01)
 _REJECT_REASONS = {
     (1, 1): "no reason given",
@@ -151,6 +152,8 @@ class DimseClient:
 
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
+        if self.settings.move_ae:
+            return self._retrieve_by_move(series, out)
         paths: list[Path] = []
         storage = retrieval_contexts(series.modality)
         roles = [build_role(uid, scp_role=True) for uid in dict.fromkeys(cx.abstract_syntax for cx in storage)]
@@ -170,6 +173,57 @@ class DimseClient:
                     f"{self.settings.describe()}: C-GET of series {series.series_uid}: {failed} instance(s) failed"
                 )
         log.info("C-GET: %d instances of series %s", len(paths), series.series_uid)
+        return paths
+
+    def _retrieve_by_move(self, series: SeriesInfo, out: Path) -> list[Path]:
+        """C-MOVE the series to our own Storage SCP, started for the retrieval under ``move_ae`` on ``move_port``."""
+        from pynetdicom import AE, AllStoragePresentationContexts, evt
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as Move
+
+        settings = self.settings
+        doing = f"C-MOVE of series {series.series_uid} to {settings.move_ae}"
+        paths: list[Path] = []
+        receiver = AE(ae_title=settings.move_ae)
+        receiver.maximum_pdu_size = 0
+        for context in AllStoragePresentationContexts:
+            receiver.add_supported_context(context.abstract_syntax, list(RECEIVE_TRANSFER_SYNTAXES))
+        called_back: list[bool] = []
+
+        def on_open(event: Any) -> None:
+            called_back.append(True)
+            set_no_delay(event.assoc)
+
+        handlers = [(evt.EVT_C_STORE, _store_handler(out, paths)), (evt.EVT_CONN_OPEN, on_open)]
+        try:
+            server = receiver.start_server(("", int(settings.move_port or 0)), block=False, evt_handlers=handlers)
+        except OSError as exc:
+            raise PacsError(
+                f"{settings.describe()}: cannot listen on port {settings.move_port} for {doing} ({exc.strerror or exc})"
+            ) from exc
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "SERIES"
+        identifier.StudyInstanceUID = series.study_uid
+        identifier.SeriesInstanceUID = series.series_uid
+        try:
+            with self._association([_context(Move)], doing="C-MOVE") as assoc:
+                final = None
+                for status, _ in assoc.send_c_move(identifier, settings.move_ae, Move):
+                    final = status
+                code = int(final.get("Status", -1)) if final else -1
+                failed_unreached = code not in (-1, _SUCCESS, *_WARNINGS) and not called_back
+                if code == _MOVE_DESTINATION_UNKNOWN or failed_unreached:
+                    raise PacsError(
+                        f"{settings.describe()}: {doing} refused (status 0x{code:04X}) and the PACS never connected "
+                        f"back: does it know the AE title {settings.move_ae}, with this machine's address and port "
+                        f"{settings.move_port}?"
+                    )
+                self._check(final, doing)
+                failed = as_int(final.get("NumberOfFailedSuboperations")) if final else None
+                if failed:
+                    raise PacsError(f"{settings.describe()}: {doing}: {failed} instance(s) failed")
+        finally:
+            server.shutdown()
+        log.info("C-MOVE: %d instances of series %s", len(paths), series.series_uid)
         return paths
 
     def series_headers(self, series: SeriesInfo) -> list[Dataset]:

@@ -66,6 +66,8 @@ def test_secrets_from_the_environment_directly():
         ("ae_title: PACS\nhost: x\n", "needs port"),
         ("ae_title: PACS\nhost: x\nport: 70000\n", "not a port number"),
         ("ae_title: A_TITLE_LONGER_THAN_16\nhost: x\nport: 104\n", "not an AE title"),
+        ("ae_title: PACS\nhost: x\nport: 104\nmove_ae: MEDSEG\n", "C-MOVE needs both move_ae and move_port"),
+        ("ae_title: PACS\nhost: x\nport: 104\nmove_ae: MEDSEG\nmove_port: 0\n", "not a port number"),
         ("- a list\n", "a mapping"),
         ("url: [unclosed\n", "invalid YAML"),
     ],

@@ -46,6 +46,44 @@ def test_query_and_pull_with_the_cli(orthanc, tmp_path):
     assert len(list((tmp_path / "out" / row["study_uid"] / row["series_uid"]).glob("*.dcm"))) == 14
 
 
+def test_pull_by_c_move_with_the_cli(orthanc, tmp_path):
+    files = ct_study(tmp_path / "study", series=1)
+    orthanc.upload(files[0])
+    port = free_port()
+    flags = ["--ae-title", ORTHANC_AET, "--host", "127.0.0.1", "--port", str(orthanc.dicom_port),
+             "--calling-ae-title", TEST_AET, "--move-ae", "MEDSEG-MOVE", "--move-port", str(port)]
+    study_uid = str(pydicom.dcmread(files[0][0]).StudyInstanceUID)
+
+    unknown = run_cli("pacs", "pull", *flags, "--study-uid", study_uid, "-o", str(tmp_path / "out"))
+    assert unknown.returncode == 1
+    (line,) = unknown.stderr.strip().splitlines()
+    assert "never connected back" in line and "AE title MEDSEG-MOVE" in line and f"port {port}" in line
+
+    orthanc.add_modality("medseg-move", "MEDSEG-MOVE", port)
+    pulled = run_cli("pacs", "pull", *flags, "--study-uid", study_uid, "-o", str(tmp_path / "out"))
+    assert pulled.returncode == 0, pulled.stderr
+    (folder,) = (tmp_path / "out" / study_uid).iterdir()
+    sent = {str(pydicom.dcmread(p).SOPInstanceUID) for p in files[0]}
+    assert {str(pydicom.dcmread(p).SOPInstanceUID) for p in folder.glob("*.dcm")} == sent
+
+
+def test_a_c_move_port_in_use_is_one_line(orthanc, tmp_path):
+    import socket
+
+    files = ct_study(tmp_path / "study", series=1)
+    orthanc.upload(files[0])
+    with socket.socket() as busy:
+        busy.bind(("", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("pacs", "pull", "--ae-title", ORTHANC_AET, "--host", "127.0.0.1", "--port",
+                         str(orthanc.dicom_port), "--calling-ae-title", TEST_AET, "--move-ae", "MEDSEG-MOVE",
+                         "--move-port", str(port), "--modality", "CT", "-o", str(tmp_path / "out"))
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert f"cannot listen on port {port}" in line
+
+
 def test_a_rejected_association_is_one_line(orthanc, tmp_path):
     port = str(orthanc.dicom_port)
     result = run_cli("pacs", "echo", "--ae-title", "NOT-ORTHANC", "--host", "127.0.0.1", "--port", port)

@@ -3,7 +3,8 @@
 Orthanc holds one CT series in each transfer syntax that scanners and archives use. WADO-RS
 asks for the stored syntax first (``transfer-syntax=*``): by default Orthanc would have to
 transcode JPEG 2000 to Explicit VR Little Endian, cannot, and answers HTTP 500. C-GET offers
-every syntax medseg decodes. Each series comes back decoding to the pixels that were sent, and
+a context per syntax medseg decodes; C-MOVE sends to medseg's own Storage SCP, which accepts
+them all. Each series comes back decoding to the pixels that were sent, and
 ``pacs segment`` leaves one SEG per series, then pushes nothing on a second run.
 """
 
@@ -30,7 +31,7 @@ from medseg.cli import main
 from medseg.io.dicom import read_dicom
 from medseg.pacs import SeriesQuery, connect, load_settings
 from tests import factories
-from tests.pacs.conftest import ct_study
+from tests.pacs.conftest import ct_study, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -44,6 +45,7 @@ LOSSLESS = (
     JPEGLosslessSV1,
 )
 SYNTAXES = (*LOSSLESS, JPEG2000)
+MOVE_AET = "MEDSEG-MOVE"
 
 
 def encode(paths, syntax, folder):
@@ -84,9 +86,20 @@ def archive(orthanc, tmp_path):
     return held
 
 
-@pytest.mark.parametrize("protocol", ["dicomweb", "dimse"])
+def settings_for(orthanc, folder, protocol):
+    """``dicomweb``, ``dimse`` (C-GET) or ``move`` (C-MOVE to our own SCP, declared to Orthanc)."""
+    if protocol != "move":
+        return orthanc.settings_file(folder, protocol=protocol)
+    port = free_port()
+    orthanc.add_modality("medseg-move", MOVE_AET, port)
+    path = orthanc.settings_file(folder, protocol="dimse")
+    path.write_text(path.read_text() + f"move_ae: {MOVE_AET}\nmove_port: {port}\n")
+    return path
+
+
+@pytest.mark.parametrize("protocol", ["dicomweb", "dimse", "move"])
 def test_every_syntax_is_retrieved_and_decodes_to_what_was_sent(orthanc, archive, tmp_path, protocol):
-    settings = load_settings(orthanc.settings_file(tmp_path / "cfg", protocol=protocol), environ={})
+    settings = load_settings(settings_for(orthanc, tmp_path / "cfg", protocol), environ={})
     with connect(settings) as pacs:
         found = pacs.find_series(SeriesQuery(modality="CT"))
         assert len(found) == len(SYNTAXES)
@@ -105,8 +118,9 @@ def test_every_syntax_is_retrieved_and_decodes_to_what_was_sent(orthanc, archive
 
 
 @pytest.mark.slow
-def test_pacs_segment_leaves_one_seg_per_series_over_dicomweb(orthanc, archive, trained_model, tmp_path, capsys):
-    args = ["pacs", "segment", "--pacs", str(orthanc.settings_file(tmp_path / "cfg")), "--model",
+@pytest.mark.parametrize("protocol", ["dicomweb", "dimse", "move"])
+def test_pacs_segment_leaves_one_seg_per_series(orthanc, archive, trained_model, tmp_path, capsys, protocol):
+    args = ["pacs", "segment", "--pacs", str(settings_for(orthanc, tmp_path / "cfg", protocol)), "--model",
             str(trained_model), "--work", str(tmp_path / "work"), "--modality", "CT", "--device", "cpu"]
     assert main(args) == 0, capsys.readouterr()
     assert f"{len(SYNTAXES)} pushed" in capsys.readouterr().out
