@@ -119,6 +119,9 @@ def _connection_parser() -> argparse.ArgumentParser:
         "know it, with this machine's address and --move-port) instead of C-GET",
     )
     group.add_argument("--move-port", metavar="PORT", help="DIMSE: the port medseg listens on for C-MOVE")
+    group.add_argument("--tls", metavar="true|false", help="DIMSE: DICOM over TLS (the PACS checked against --verify)")
+    group.add_argument("--certificate", metavar="PEM", help="DIMSE over TLS: our certificate, if the PACS asks for one")
+    group.add_argument("--private-key", metavar="PEM", help="DIMSE over TLS: the key of --certificate")
     return parent
 
 

@@ -8,7 +8,9 @@ Two kinds of peer:
   ``false`` (no TLS verification) or the path of a CA bundle;
 * DIMSE: the peer's ``ae_title``, ``host`` and ``port``, and our own ``calling_ae_title``;
   ``move_ae`` and ``move_port`` to retrieve by C-MOVE (to medseg's own temporary Storage SCP
-  under that AE title and port, which the PACS must know) instead of C-GET.
+  under that AE title and port, which the PACS must know) instead of C-GET; ``tls: true`` for
+  DICOM over TLS, the PACS's certificate checked against ``verify`` (true: the system's CAs,
+  or a CA bundle file), and ``certificate`` with ``private_key`` where the PACS wants ours.
 
 Secrets never sit in the file itself: the file names an environment variable or a file
 that holds them. They are read when the settings are loaded, kept in a :class:`Secret`
@@ -49,6 +51,9 @@ KEYS = (
     "calling_ae_title",
     "move_ae",
     "move_port",
+    "tls",
+    "certificate",
+    "private_key",
 )
 #: Environment variables: ``MEDSEG_PACS_<KEY>`` for every key, plus the secrets themselves.
 ENV_PREFIX = "MEDSEG_PACS_"
@@ -102,6 +107,9 @@ class PacsSettings:
         calling_ae_title: our own AE title.
         move_ae: retrieve by C-MOVE to this AE title (our temporary Storage SCP), not by C-GET.
         move_port: the port that Storage SCP listens on (with ``move_ae``).
+        tls: DIMSE over TLS (``verify`` checks the PACS's certificate).
+        certificate: our certificate (PEM) for TLS, when the PACS asks for one.
+        private_key: its private key (PEM).
         source: where the settings came from (named in errors).
     """
 
@@ -118,6 +126,9 @@ class PacsSettings:
     calling_ae_title: str = DEFAULT_CALLING_AE
     move_ae: str | None = None
     move_port: int | None = None
+    tls: bool = False
+    certificate: str | None = None
+    private_key: str | None = None
     source: str = "settings"
 
     def describe(self) -> str:
@@ -265,6 +276,13 @@ def _build(values: dict[str, Any], sources: dict[str, str], environ: Mapping[str
         if (move_ae is None) != (move_port is None):
             given, missing = ("move_ae", "move_port") if move_ae else ("move_port", "move_ae")
             raise ConfigError(f"{where(given)}: C-MOVE needs both move_ae and move_port; {missing} is missing")
+        tls = _flag(values.get("tls", False), where("tls"))
+        certificate, private_key = (_file(values.get(k), where(k)) for k in ("certificate", "private_key"))
+        if (certificate is None) != (private_key is None):
+            given = "certificate" if certificate else "private_key"
+            raise ConfigError(f"{where(given)}: TLS needs both certificate and private_key")
+        if certificate and not tls:
+            raise ConfigError(f"{where('certificate')}: a certificate is for DICOM over TLS; set tls: true")
         return PacsSettings(
             "dimse",
             ae_title=ae_title,
@@ -272,6 +290,10 @@ def _build(values: dict[str, Any], sources: dict[str, str], environ: Mapping[str
             port=port,
             move_ae=None if move_ae is None else check_ae_title(move_ae, where("move_ae")),
             move_port=None if move_port is None else _port(move_port, where("move_port")),
+            verify=_verify(values.get("verify", True), where("verify")),
+            tls=tls,
+            certificate=certificate,
+            private_key=private_key,
             **common,
         )
     url = str(values.get("url") or "")
@@ -341,6 +363,26 @@ def _verify(value: Any, where: str) -> bool | str:
     path = Path(text).expanduser()
     if not path.is_file():
         raise ConfigError(f"{where}: expected true, false or a CA bundle file; {text!r} is not a file")
+    return str(path)
+
+
+def _flag(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "on"):
+        return True
+    if text in ("false", "no", "0", "off", ""):
+        return False
+    raise ConfigError(f"{where}: expected true or false, got {value!r}")
+
+
+def _file(value: Any, where: str) -> str | None:
+    if value in (None, ""):
+        return None
+    path = Path(str(value)).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{where}: {value!r} is not a file")
     return str(path)
 
 

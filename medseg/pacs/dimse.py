@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import ssl
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -194,8 +195,18 @@ class DimseClient:
             set_no_delay(event.assoc)
 
         handlers = [(evt.EVT_C_STORE, _store_handler(out, paths)), (evt.EVT_CONN_OPEN, on_open)]
+        if settings.tls and not settings.certificate:
+            raise PacsError(
+                f"{settings.describe()}: {doing} over TLS: the PACS connects back to us, so we need a certificate "
+                "and private_key"
+            )
         try:
-            server = receiver.start_server(("", int(settings.move_port or 0)), block=False, evt_handlers=handlers)
+            server = receiver.start_server(
+                ("", int(settings.move_port or 0)),
+                block=False,
+                evt_handlers=handlers,
+                ssl_context=tls_context(settings, server=True) if settings.tls else None,
+            )
         except OSError as exc:
             raise PacsError(
                 f"{settings.describe()}: cannot listen on port {settings.move_port} for {doing} ({exc.strerror or exc})"
@@ -303,6 +314,7 @@ class DimseClient:
             ae_title=settings.ae_title,
             ext_neg=list(ext_neg) or None,
             evt_handlers=all_handlers,
+            tls_args=(tls_context(settings), settings.host) if settings.tls else None,
         )
         if not assoc.is_established:
             raise PacsError(self._failure(assoc, answer, doing))
@@ -319,6 +331,10 @@ class DimseClient:
 
     def _failure(self, assoc: Any, answer: dict[str, Any], doing: str) -> str:
         where = self.settings.describe()
+        if self.settings.tls and not assoc.is_rejected and "result" not in answer:
+            problem = tls_problem(self.settings)
+            if problem:
+                return f"{where}: TLS handshake failed for {doing}: {problem}"
         if assoc.is_rejected or "result" in answer:
             result, source, reason = answer.get("result", (0, 0, 0))
             why = _REJECT_REASONS.get((int(source or 0), int(reason or 0)), f"source {source}, reason {reason}")
@@ -361,6 +377,48 @@ class DimseClient:
                 final = status
         self._check(final, f"C-FIND at {level.lower()} level")
         return answers
+
+
+def tls_context(settings: PacsSettings, *, server: bool = False) -> ssl.SSLContext:
+    """The TLS context of a DIMSE association: the peer checked against ``verify``, ours from ``certificate``.
+
+    Raises:
+        PacsError: the certificate, key or CA bundle cannot be loaded.
+    """
+    purpose = ssl.Purpose.CLIENT_AUTH if server else ssl.Purpose.SERVER_AUTH
+    cafile = settings.verify if isinstance(settings.verify, str) else None
+    try:
+        context = ssl.create_default_context(purpose, cafile=cafile)
+        if settings.verify is False:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        elif server:
+            context.verify_mode = ssl.CERT_REQUIRED  # the PACS that connects back must prove who it is
+        if settings.certificate:
+            context.load_cert_chain(settings.certificate, settings.private_key)
+    except (ssl.SSLError, OSError) as exc:
+        raise PacsError(f"{settings.describe()}: cannot load the TLS certificate, key or CA bundle ({exc})") from exc
+    return context
+
+
+def tls_problem(settings: PacsSettings) -> str | None:
+    """Why a TLS handshake with the peer fails (e.g. ``certificate verify failed: ...``), or None if it succeeds."""
+    try:
+        with socket.create_connection((str(settings.host), int(settings.port or 0)), timeout=settings.timeout) as raw:
+            with tls_context(settings).wrap_socket(raw, server_hostname=settings.host) as tls:
+                # TLS 1.3: the server judges our certificate after the handshake, and says so in an alert
+                tls.settimeout(min(settings.timeout, 2.0))
+                tls.recv(1)
+                return None
+    except ssl.SSLCertVerificationError as exc:
+        return f"the PACS's certificate was not accepted ({exc.verify_message}); check verify: CA_FILE"
+    except ssl.SSLError as exc:
+        reason = str(exc.reason or exc).replace("_", " ").lower()
+        if settings.certificate is None:
+            return f"{reason}: the PACS wants a certificate of ours (give certificate and private_key)"
+        return f"{reason} (does the PACS accept our certificate, and speak TLS on this port?)"
+    except OSError:
+        return None  # not a TLS problem (or a timeout waiting for an alert): the plain failure message says more
 
 
 def storage_contexts(limit: int = 127) -> list[Any]:

@@ -25,6 +25,7 @@ from tests import factories
 
 ORTHANC = Path(os.environ.get("MEDSEG_ORTHANC", "/usr/sbin/Orthanc"))
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+GDCM_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancGdcm.so")
 ORTHANC_AET = "ORTHANC"
 #: The AE title the tests' own DIMSE requests use (declared in Orthanc).
 TEST_AET = "MEDSEG-TEST"
@@ -124,29 +125,31 @@ def _config(http_port: int, dicom_port: int, username: str, password: str) -> di
     }
 
 
-@pytest.fixture(scope="session")
-def orthanc_server(tmp_path_factory) -> Orthanc:
-    """One Orthanc for the session (started on first use; SIGTERM at the end)."""
+def start_orthanc(folder: Path, *, plugins: tuple[Path, ...] = (), **options) -> Orthanc:
+    """Start an Orthanc in ``folder`` (DICOMweb plugin, plus ``plugins``; ``options`` added to its config)."""
     if not ORTHANC.is_file():
         pytest.skip(f"Orthanc not installed at {ORTHANC} (apt-get install orthanc orthanc-dicomweb)")
-    if not DICOMWEB_PLUGIN.is_file():
-        pytest.skip(f"Orthanc's DICOMweb plugin not installed at {DICOMWEB_PLUGIN} (apt-get install orthanc-dicomweb)")
+    for plugin in (DICOMWEB_PLUGIN, *plugins):
+        if not plugin.is_file():
+            pytest.skip(f"Orthanc plugin {plugin} is not installed (apt-get install orthanc-dicomweb orthanc-gdcm)")
     import requests
 
-    folder = tmp_path_factory.mktemp("orthanc")
-    (folder / "tmp").mkdir()
+    (folder / "tmp").mkdir(parents=True)
     http_port, dicom_port = free_port(), free_port()
     username, password = "medseg", secrets.token_urlsafe(12)
-    config = folder / "orthanc.json"
-    config.write_text(json.dumps(_config(http_port, dicom_port, username, password), indent=2))
+    config = _config(http_port, dicom_port, username, password)
+    config["Plugins"] = [str(DICOMWEB_PLUGIN), *(str(p) for p in plugins)]
+    config.update(options)
+    (folder / "orthanc.json").write_text(json.dumps(config, indent=2))
     log = open(folder / "orthanc.log", "wb")
     process = subprocess.Popen(
-        [str(ORTHANC), str(config)],
+        [str(ORTHANC), str(folder / "orthanc.json")],
         cwd=folder,
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "TCP_NODELAY": "1"},
     )
+    log.close()  # the child holds its own descriptor
     server = Orthanc(http_port, dicom_port, username, password, folder, process)
     deadline = time.monotonic() + 30
     while True:
@@ -154,20 +157,29 @@ def orthanc_server(tmp_path_factory) -> Orthanc:
             pytest.fail(f"Orthanc exited with {process.returncode}: {(folder / 'orthanc.log').read_text()[-2000:]}")
         try:
             if requests.get(server.url + "/system", auth=(username, password), timeout=2).ok:
-                break
+                return server
         except requests.ConnectionError:
             pass
         if time.monotonic() > deadline:
             process.kill()
             pytest.fail(f"Orthanc did not answer within 30 s: {(folder / 'orthanc.log').read_text()[-2000:]}")
         time.sleep(0.1)
-    yield server
-    process.send_signal(signal.SIGTERM)
+
+
+def stop_orthanc(server: Orthanc) -> None:
+    server.process.send_signal(signal.SIGTERM)
     try:
-        process.wait(timeout=15)
+        server.process.wait(timeout=15)
     except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+        server.process.kill()
+
+
+@pytest.fixture(scope="session")
+def orthanc_server(tmp_path_factory) -> Orthanc:
+    """One Orthanc for the session (started on first use; SIGTERM at the end)."""
+    server = start_orthanc(tmp_path_factory.mktemp("orthanc"))
+    yield server
+    stop_orthanc(server)
 
 
 @pytest.fixture()
