@@ -21,7 +21,15 @@ from tests.pacs.conftest import ct_study, run_cli
 pytestmark = pytest.mark.integration
 
 PREFIX = "/gateway/pacs/dicom-web"
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "host", "authorization"}
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "content-encoding",
+    "host",
+    "authorization",
+}
 
 
 @pytest.fixture()
@@ -38,8 +46,14 @@ def gateway(orthanc):
                 return
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-            answer = requests.request(self.command, orthanc.dicomweb + self.path[len(PREFIX):], data=body or None,
-                                      headers=headers, auth=(orthanc.username, orthanc.password), timeout=60)
+            answer = requests.request(
+                self.command,
+                orthanc.dicomweb + self.path[len(PREFIX) :],
+                data=body or None,
+                headers=headers,
+                auth=(orthanc.username, orthanc.password),
+                timeout=60,
+            )
             self.send_response(answer.status_code)
             for key, value in answer.headers.items():
                 if key.lower() not in _HOP_BY_HOP:

@@ -22,17 +22,58 @@ def openssl(*args: str, cwd: Path) -> None:
 
 
 def make_ca(folder: Path, name: str) -> None:
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name} test CA",
-            "-keyout", f"{name}.key", "-out", f"{name}.crt", cwd=folder)
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        f"/CN={name} test CA",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.crt",
+        cwd=folder,
+    )
 
 
 def make_certificate(folder: Path, name: str, ca: str) -> None:
     """A certificate for 127.0.0.1 / localhost signed by ``ca``."""
     (folder / f"{name}.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
-            "-out", f"{name}.csr", cwd=folder)
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
-            "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.crt", cwd=folder)
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        f"/CN={name}",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.csr",
+        cwd=folder,
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        f"{ca}.crt",
+        "-CAkey",
+        f"{ca}.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        f"{name}.ext",
+        "-out",
+        f"{name}.crt",
+        cwd=folder,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +105,18 @@ def tls_orthanc(tmp_path_factory, pki):
 
 def settings_file(server, folder: Path, pki: Path, **extra: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    values = {"ae_title": ORTHANC_AET, "host": "127.0.0.1", "port": server.dicom_port, "calling_ae_title": TEST_AET,
-              "timeout": 10, "tls": "true", "verify": pki / "ca.crt", "certificate": pki / "medseg.crt",
-              "private_key": pki / "medseg.key", **extra}
+    values = {
+        "ae_title": ORTHANC_AET,
+        "host": "127.0.0.1",
+        "port": server.dicom_port,
+        "calling_ae_title": TEST_AET,
+        "timeout": 10,
+        "tls": "true",
+        "verify": pki / "ca.crt",
+        "certificate": pki / "medseg.crt",
+        "private_key": pki / "medseg.key",
+        **extra,
+    }
     path = folder / "pacs.yaml"
     path.write_text("".join(f"{key}: {value}\n" for key, value in values.items() if value != ""))
     return path
@@ -76,8 +126,9 @@ def test_query_get_store_and_move_over_tls(tls_orthanc, pki, tmp_path):
     tls_orthanc.clear()
     (files,) = ct_study(tmp_path / "study", series=1)
     port = free_port()
-    tls_orthanc.rest("PUT", "/modalities/medseg-tls",
-                     json={"AET": MOVE_AET, "Host": "127.0.0.1", "Port": port, "UseDicomTls": True})
+    tls_orthanc.rest(
+        "PUT", "/modalities/medseg-tls", json={"AET": MOVE_AET, "Host": "127.0.0.1", "Port": port, "UseDicomTls": True}
+    )
     settings = load_settings(settings_file(tls_orthanc, tmp_path / "cfg", pki), environ={})
     with connect(settings) as pacs:
         pacs.echo()
@@ -113,8 +164,20 @@ def test_a_wrong_certificate_is_one_line(tls_orthanc, pki, tmp_path, change, mes
 
 
 def test_plain_dicom_to_a_tls_port_is_one_line(tls_orthanc, tmp_path):
-    result = run_cli("pacs", "echo", "--ae-title", ORTHANC_AET, "--host", "127.0.0.1", "--port",
-                     str(tls_orthanc.dicom_port), "--calling-ae-title", TEST_AET, "--timeout", "5")
+    result = run_cli(
+        "pacs",
+        "echo",
+        "--ae-title",
+        ORTHANC_AET,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(tls_orthanc.dicom_port),
+        "--calling-ae-title",
+        TEST_AET,
+        "--timeout",
+        "5",
+    )
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
     assert f"{ORTHANC_AET}@127.0.0.1:{tls_orthanc.dicom_port}" in line

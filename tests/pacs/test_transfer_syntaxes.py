@@ -138,8 +138,20 @@ def test_every_syntax_is_retrieved_and_decodes_to_what_was_sent(orthanc, archive
 def test_pacs_segment_leaves_one_seg_per_series(orthanc, archive, trained_model, tmp_path, capsys, protocol, request):
     if "with GDCM" in request.node.callspec.id and protocol != "dicomweb":
         pytest.skip("with GDCM, segmenting over DICOMweb is enough: DIMSE retrieval is tested above")
-    args = ["pacs", "segment", "--pacs", str(settings_for(orthanc, tmp_path / "cfg", protocol)), "--model",
-            str(trained_model), "--work", str(tmp_path / "work"), "--modality", "CT", "--device", "cpu"]
+    args = [
+        "pacs",
+        "segment",
+        "--pacs",
+        str(settings_for(orthanc, tmp_path / "cfg", protocol)),
+        "--model",
+        str(trained_model),
+        "--work",
+        str(tmp_path / "work"),
+        "--modality",
+        "CT",
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0, capsys.readouterr()
     first = capsys.readouterr().out
     assert f"{len(SYNTAXES)} pushed" in first, first
