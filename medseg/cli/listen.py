@@ -52,6 +52,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", default="seg", metavar="LIST", help="seg and/or rtstruct (default: seg)")
     parser.add_argument("--queue", type=int, default=16, metavar="N", help="complete series waiting, at most")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="series segmented at once, each in its own process (default: 1 on a GPU, else one per 4 CPU cores)",
+    )
+    parser.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: CUDA when available"
     )
     parser.set_defaults(run=run)
@@ -65,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from medseg.cli.pacs import quiet_libraries
     from medseg.pacs.config import load_settings, parse_peer
     from medseg.models.folder import require_model_folder
-    from medseg.workflows.listen import Listener, ListenerOptions
+    from medseg.workflows.listen import Listener, ListenerOptions, default_workers
 
     quiet_libraries(args)
     require_model_folder(args.model)
@@ -85,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         return_port=args.return_port,
         formats=formats,
         queue_size=args.queue,
+        workers=args.workers if args.workers is not None else default_workers(args.device),
         device=args.device,
     )
 

@@ -7,8 +7,10 @@ Workflow, for a storage folder ``STORAGE``:
    synced to disk *before* the sender gets its success status, so an acknowledged
    instance is never lost;
 2. a series counts as complete once no instance of it has arrived for ``quiet_time``
-   seconds; it then waits in a bounded queue for the worker thread, which segments it
-   with :func:`medseg.workflows.predict.predict` into ``STORAGE/results``;
+   seconds; it then waits in a bounded queue for one of ``workers`` workers, which segments
+   it with :func:`medseg.workflows.predict.predict` into ``STORAGE/results``. Given a model
+   folder, the workers are processes (each loads the model once), so receiving never waits
+   behind inference; given a loaded :class:`~medseg.inference.engine.Segmenter`, threads;
 3. the SEG (and RTSTRUCT) are sent by C-STORE to the forward peer, or back to the
    sender: its calling AE title at its address, on ``return_port``.
 
@@ -24,10 +26,13 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import queue
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -61,7 +66,8 @@ class ListenerOptions:
         forward: where results go (a DIMSE peer); None: back to the sender.
         return_port: the sender's DICOM port, when results go back to it.
         formats: ``seg`` and/or ``rtstruct`` (sent), ``nifti`` (kept in ``STORAGE/results``).
-        queue_size: complete series waiting for the worker, at most.
+        queue_size: complete series waiting for a worker, at most.
+        workers: series segmented at once (see :func:`default_workers`).
         max_associations: concurrent associations, at most.
         retry_interval: seconds between attempts to send results a peer did not take.
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -78,6 +84,7 @@ class ListenerOptions:
     return_port: int = 104
     formats: tuple[str, ...] = ("seg",)
     queue_size: int = 16
+    workers: int = 1
     max_associations: int = 10
     retry_interval: float = 30.0
     device: str = "auto"
@@ -93,6 +100,8 @@ class ListenerOptions:
             raise ConfigError(f"--port must be a port number (0-65535), got {self.port}")
         if self.queue_size < 1:
             raise ConfigError(f"the queue holds at least one series, got {self.queue_size}")
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {self.workers}")
         if self.forward is not None and self.forward.protocol != "dimse":
             raise ConfigError(f"--forward: {self.forward.describe()} is not a DIMSE peer (AET@HOST:PORT)")
         if not any(f in ("seg", "rtstruct") for f in self.formats):
@@ -159,6 +168,7 @@ class Listener:
         self._server: Any = None
         self._ae: Any = None
         self._segmenter: Segmenter | None = None
+        self._pool: ProcessPoolExecutor | None = None
         storage = Path(options.storage)
         self._incoming, self._results, self._state = storage / "incoming", storage / "results", storage / "state"
 
@@ -179,10 +189,20 @@ class Listener:
 
         from medseg.pacs.dimse import RECEIVE_TRANSFER_SYNTAXES, set_no_delay
 
+        from medseg.models.folder import require_model_folder
+
         model = self._model
-        self._segmenter = model if isinstance(model, Segmenter) else Segmenter.from_folder(
-            model, device=self.options.device, settings=self.options.inference
-        )
+        if isinstance(model, Segmenter):
+            self._segmenter = model
+        else:
+            require_model_folder(model)
+            threads = max(1, (os.cpu_count() or 1) // self.options.workers)
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.options.workers,
+                mp_context=multiprocessing.get_context("spawn"),  # no forked torch or pynetdicom threads
+                initializer=_load_worker_model,
+                initargs=(str(model), self.options.device, self.options.inference, threads),
+            )
         for folder in (self._incoming, self._results, self._state):
             folder.mkdir(parents=True, exist_ok=True)
         self._resume()
@@ -201,7 +221,9 @@ class Listener:
             raise PacsError(f"cannot listen on {where} ({exc.strerror or exc})") from exc
         self._ae = ae
         self._stopping.clear()
-        for target, name in ((self._watch, "medseg-listen-watch"), (self._work, "medseg-listen-worker")):
+        targets = [(self._watch, "medseg-listen-watch")]
+        targets += [(self._work, f"medseg-listen-worker-{n}") for n in range(1, self.options.workers + 1)]
+        for target, name in targets:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -212,13 +234,17 @@ class Listener:
         self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
-        try:
-            self._queue.put_nowait(None)
-        except queue.Full:
-            pass  # the worker sees the stop event after its current series
+        for _ in range(self.options.workers):
+            try:
+                self._queue.put_nowait(None)
+            except queue.Full:
+                break  # the workers see the stop event after their current series
         for thread in self._threads:
             thread.join()
         self._threads.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         if self._ae is not None:
             self._ae.shutdown()
         self._server = self._ae = None
@@ -333,23 +359,28 @@ class Listener:
                         self._save_state(series)
 
     def _segment(self, series: _Series) -> None:
-        from medseg.workflows.predict import PredictOptions, predict
-
-        options = PredictOptions(
-            formats=self.options.formats, device=self.options.device, inference=self.options.inference, overwrite=True
-        )
+        folder, formats = self._incoming / series.name, self.options.formats
         try:
-            report = predict([self._incoming / series.name], self._results, model=self._segmenter, options=options)
+            if self._pool is not None:
+                results = self._pool.submit(_segment_in_worker, folder, self._results, formats).result()
+            else:
+                results = _segment_folder(
+                    self._segmenter, folder, self._results, formats, self.options.device, self.options.inference
+                )
+        except BrokenProcessPool:
+            self._set(series, FAILED, message="the segmentation worker died (out of memory?); see the log")
+            return
         except MedsegError as exc:
             self._set(series, FAILED, message=str(exc))
             return
-        mine = [r for r in report.results if r.series_uid == series.uid]
-        if not mine or mine[0].status != "done":
-            message = mine[0].message if mine else "no image series in the received instances"
+        mine = [r for r in results if r[0] == series.uid]
+        if not mine or mine[0][1] != "done":
+            message = mine[0][3] if mine else "no image series in the received instances"
             self._set(series, FAILED, message=message)
             return
-        outputs = [p for p in mine[0].outputs if p.endswith((".seg.dcm", ".rtstruct.dcm"))]
-        self._set(series, SEGMENTED, outputs=outputs, message=f"{mine[0].seconds:.1f} s")
+        _, _, outputs, _, seconds = mine[0]
+        outputs = [p for p in outputs if p.endswith((".seg.dcm", ".rtstruct.dcm"))]
+        self._set(series, SEGMENTED, outputs=outputs, message=f"{seconds:.1f} s")
 
     def _send(self, series: _Series) -> None:
         from medseg.pacs.dimse import DimseClient
@@ -430,6 +461,50 @@ class Listener:
             self._series[uid] = series
             self._save_state(series)
             self._on_event("resumed", uid, f"{RECEIVED}, {series.instances} instance(s)")
+
+
+def default_workers(device: str = "auto") -> int:
+    """Series segmented at once by default: one on a GPU (it holds one model's work at a time), else one per
+    four CPU cores (each worker's PyTorch then has four threads)."""
+    from medseg.models.devices import resolve_device
+
+    if resolve_device(device).type == "cuda":
+        return 1
+    return max(1, (os.cpu_count() or 1) // 4)
+
+
+#: ``(series UID, status, outputs, message, seconds)`` per case, as :func:`_segment_folder` reports it.
+_CaseOutcome = tuple[str | None, str, list[str], str, float]
+_WORKER: dict[str, Any] = {}  # in a worker process: its segmenter and options
+
+
+def _load_worker_model(model: str, device: str, inference: InferenceSettings, threads: int) -> None:
+    """Initialise a worker process: PyTorch's threads, and the model loaded once."""
+    import torch
+
+    torch.set_num_threads(threads)
+    _WORKER["segmenter"] = Segmenter.from_folder(model, device=device, settings=inference)
+    _WORKER["device"], _WORKER["inference"] = device, inference
+
+
+def _segment_in_worker(folder: Path, results: Path, formats: tuple[str, ...]) -> list[_CaseOutcome]:
+    return _segment_folder(_WORKER["segmenter"], folder, results, formats, _WORKER["device"], _WORKER["inference"])
+
+
+def _segment_folder(
+    segmenter: Segmenter | None,
+    folder: Path,
+    results: Path,
+    formats: tuple[str, ...],
+    device: str,
+    inference: InferenceSettings,
+) -> list[_CaseOutcome]:
+    """Segment one received series folder into ``results``; plain data back (it crosses processes)."""
+    from medseg.workflows.predict import PredictOptions, predict
+
+    options = PredictOptions(formats=formats, device=device, inference=inference, overwrite=True)
+    report = predict([folder], results, model=segmenter, options=options)
+    return [(r.series_uid, r.status, list(r.outputs), r.message, r.seconds) for r in report.results]
 
 
 def _count(folder: Path) -> int:
