@@ -164,3 +164,39 @@ def test_pacs_segment_leaves_one_seg_per_series(orthanc, archive, trained_model,
     assert main(args) == 0
     assert "pushed" not in capsys.readouterr().out.replace("0 pushed", "")
     assert len(orthanc.series_of("SEG")) == len(SYNTAXES)
+
+
+def test_results_reach_a_pacs_that_takes_only_implicit_vr(trained_model, tmp_path):
+    """A PACS that accepts one syntax (Orthanc's AcceptedTransferSyntaxes): medseg's SEG and RTSTRUCT,
+    written in Explicit VR Little Endian, go over as Implicit VR Little Endian and are stored."""
+    server = start_orthanc(tmp_path / "orthanc", AcceptedTransferSyntaxes=[str(ImplicitVRLittleEndian)])
+    try:
+        (files,) = ct_study(tmp_path / "study", series=1)
+        out = tmp_path / "out"
+        assert (
+            main(
+                [
+                    "predict",
+                    str(files[0].parent),
+                    "--model",
+                    str(trained_model),
+                    "-o",
+                    str(out),
+                    "--format",
+                    "seg,rtstruct",
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 0
+        )
+        results = sorted(out.glob("*/*.dcm"))
+        assert [p.name.split(".", 1)[1] for p in results] == ["rtstruct.dcm", "seg.dcm"]
+        assert pydicom.dcmread(results[0]).file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        settings = load_settings(server.settings_file(tmp_path / "cfg", protocol="dimse"), environ={})
+        with connect(settings) as pacs:
+            report = pacs.store([*files, *results])
+        assert report.ok and len(report.stored) == len(files) + 2
+        assert len(server.series_of("SEG")) == 1 and len(server.series_of("RTSTRUCT")) == 1
+    finally:
+        stop_orthanc(server)
