@@ -53,3 +53,24 @@ def test_files_hash_covers_content_and_order(tmp_path):
     b.write_bytes(b"y" * 10)
     assert files_sha256([a, b]) != files_sha256([b, a])
     assert files_sha256([a, b]) == files_sha256([a, b])
+
+
+def test_batch_flags_are_recomputed_over_every_done_case(tmp_path):
+    from medseg.inference.quality import batch_flags
+    from medseg.inference.records import format_volumes, parse_volumes, record_batch_flags
+
+    for n in range(6):  # two shards' worth of cases, one of them far off
+        liver = 3000.0 if n == 5 else 1500.0 + 10 * n
+        row = {**_row(f"c{n}"), "volumes_ml": format_volumes({"liver": liver, "spleen": 200.0})}
+        record_case(tmp_path, row, {"quality": {"flags": [], "batch_flags": ["stale"]}})
+    record_case(tmp_path, {**_row("broken", "failed"), "volumes_ml": ""}, {"status": "failed"})
+
+    flagged = record_batch_flags(tmp_path, batch_flags)
+
+    assert flagged == {"c5": ["liver: 3000 mL, far above this batch (median 1525 mL)"]}
+    rows = read_manifest(tmp_path)
+    assert rows["c5"]["batch_flags"] == "liver: 3000 mL, far above this batch (median 1525 mL)"
+    assert all(rows[f"c{n}"]["batch_flags"] == "" for n in range(5)) and rows["broken"]["batch_flags"] == ""
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["cases"]["c0"]["quality"]["batch_flags"] == [] and run["cases"]["c5"]["quality"]["batch_flags"]
+    assert parse_volumes("liver=1.5;bad;spleen=x;kidney=2") == {"liver": 1.5, "kidney": 2.0}
