@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import pickle
+import zipfile
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -108,9 +109,14 @@ def require_model_folder(path: str | os.PathLike[str]) -> Path:
     """The model folder ``path`` names (see :func:`model_folder`).
 
     Raises:
-        ModelError: there is no folder there.
+        ModelError: there is no folder there, or it holds a model of another kind (nnU-Net, MONAI bundle).
     """
     folder = model_folder(path)
+    foreign = (folder / "plans.json").is_file() or (folder / "configs" / "metadata.json").is_file()
+    if (folder.is_file() and zipfile.is_zipfile(folder)) or (not (folder / MODEL_METADATA).is_file() and foreign):
+        from medseg.models.kinds import require_runnable
+
+        require_runnable(folder)  # an nnU-Net model or MONAI bundle: says what it is
     if not folder.is_dir():
         raise ModelError(f"{path}: no model folder there (a model folder, or the training run's RUN_DIR holding one)")
     return folder
