@@ -7,13 +7,14 @@ writes the page :func:`medseg.review.report.render_report` lays out, atomically.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from medseg.io.files import write_atomically
-from medseg.review.batch import read_batch
+from medseg.review.batch import Batch, read_batch
 from medseg.review.report import render_report
 from medseg.workflows.evaluate import Progress, evaluate
 
@@ -62,8 +63,10 @@ def write_report(
     warnings: list[str] = []
     if reference is not None:
         evaluation = evaluate(folder, reference, progress=progress)
+        names = _label_names(batch)
         for row in evaluation.rows:
-            scores.setdefault(row.case_id, {})[row.name] = {"dice": row.scores.dice, "hd95_mm": row.scores.hd95_mm}
+            name = names.get(row.scores.label, row.name) if row.name == f"label {row.scores.label}" else row.name
+            scores.setdefault(row.case_id, {})[name] = {"dice": row.scores.dice, "hd95_mm": row.scores.hd95_mm}
         warnings.extend(evaluation.warnings)
         warnings.extend(f"{f.case_id}: not scored: {f.message}" for f in evaluation.failures)
         if evaluation.unmatched_predictions:
@@ -74,3 +77,18 @@ def write_report(
     logger.info("report of %d case(s) written to %s (%d bytes)", len(batch.cases), path, len(page))
     return ReportResult(path, batch.counts(), tuple(warnings))
 
+
+
+def _label_names(batch: Batch) -> dict[int, str]:
+    """Label number -> name, for references that name no labels (a NIfTI mask has no segment table):
+    from a case's ``.stats.json`` (number and name), else the order of the batch's volumes (label order)."""
+    for case in batch.cases:
+        if case.mask is None:
+            continue
+        stats = Path(str(case.mask).removesuffix(".nii.gz") + ".stats.json")
+        try:
+            rows = json.loads(stats.read_text(encoding="utf-8"))["labels"]
+            return {int(r["label"]): str(r["name"]) for r in rows}
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+    return {number: name for number, name in enumerate(batch.labels, start=1)}
