@@ -21,7 +21,8 @@
     backColor: [0, 0, 0, 1], crosshairColor: [0.3, 0.8, 1, 0.8], crosshairWidth: 1, show3Dcrosshair: false,
     isColorbar: false, dragAndDropEnabled: false, loadingText: "",
   });
-  const ready = nv.attachToCanvas(document.getElementById("gl"));
+  const canvas = document.getElementById("gl");
+  const ready = nv.attachToCanvas(canvas);
 
   function esc(text) {
     return String(text).replace(/[&<>"']/g, (ch) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[ch]);
@@ -81,9 +82,18 @@
     if (item) item.scrollIntoView({ block: "nearest" });
     const token = ++loading;
     await ready;
+    if (token !== loading) return;
+    canvas.style.visibility = c.hasMask ? "visible" : "hidden";
+    if (!c.hasMask) {  // a failed case: its scan is often what failed, so only the reason is shown
+      message.textContent = c.case + ": no mask (" + c.status + ")" + (c.message ? ": " + c.message : "");
+      document.body.dataset.loaded = c.case;
+      return;
+    }
     message.textContent = "loading " + c.case + " ...";
-    const volumes = [{ url: caseUrl(c, "scan.nii.gz"), name: "scan.nii.gz" }];
-    if (c.hasMask) volumes.push({ url: caseUrl(c, "mask.nii.gz"), name: "mask.nii.gz", opacity: Number(document.getElementById("opacity").value) });
+    const volumes = [
+      { url: caseUrl(c, "scan.nii.gz"), name: "scan.nii.gz" },
+      { url: caseUrl(c, "mask.nii.gz"), name: "mask.nii.gz", opacity: Number(document.getElementById("opacity").value) },
+    ];
     try {
       await nv.loadVolumes(volumes);
     } catch (error) {
@@ -93,7 +103,7 @@
     if (token !== loading) return;
     if (nv.volumes.length > 1) nv.volumes[1].setColormapLabel(labelColormap());
     applyWindow();
-    message.textContent = c.hasMask ? "" : "no mask: " + (c.message || c.status);
+    message.textContent = "";
     document.body.dataset.loaded = c.case;
   }
 
