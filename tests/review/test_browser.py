@@ -53,9 +53,10 @@ def test_the_report_lists_every_case(report, batch_folder):
     flagged = report.execute_script("return [...document.querySelectorAll('#cases tbody tr.flagged')].map(r => r.dataset.case)")
     assert set(flagged) == FLAGGED
     assert report.find_element("id", "shown").text == "4 of 4 case(s) shown"
-    images = report.execute_script("return [...document.querySelectorAll('#cases img.thumb')].map(i => i.naturalWidth)")
-    assert images == [240, 240, 240]  # the failed case has a placeholder
-    assert len(report.find_elements("css selector", "#cases .no-preview")) == 1
+    report.execute_script("document.querySelectorAll('#cases img.thumb').forEach(i => i.scrollIntoView())")  # lazy
+    widths = "return [...document.querySelectorAll('#cases img.thumb')].map(i => i.complete ? i.naturalWidth : 0)"
+    assert wait_for(lambda: report.execute_script(widths) == [240, 240, 240], what="the thumbnails")
+    assert len(report.find_elements("css selector", "#cases .no-preview")) == 1  # the failed case
 
 
 def test_sorting_a_column_reorders_the_rows(report, batch_folder):

@@ -19,7 +19,7 @@
 
   const nv = new niivue.Niivue({
     backColor: [0, 0, 0, 1], crosshairColor: [0.3, 0.8, 1, 0.8], crosshairWidth: 1, show3Dcrosshair: false,
-    isColorbar: false, dragAndDropEnabled: false, loadingText: "",
+    isColorbar: false, dragAndDropEnabled: false, loadingText: "", multiplanarShowRender: 0,  // slices only: no 3D render
   });
   const canvas = document.getElementById("gl");
   const ready = nv.attachToCanvas(canvas);
