@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import math
+import os
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -46,7 +47,10 @@ def render_report(batch: Batch, *, scores: Scores | None = None, reference: str 
     data = {
         "labels": labels,
         "scoreLabels": score_labels,
-        "cases": [_case_data(case, (scores or {}).get(case.name, {})) for case in batch.cases],
+        "cases": [
+            _case_data(case, (scores or {}).get(case.name, {}), thumb)
+            for case, thumb in zip(batch.cases, _thumbnails([case.preview for case in batch.cases]))
+        ],
     }
     payload = json.dumps(data, allow_nan=False, separators=(",", ":")).replace("</", "<\\/")
     title = f"medseg report: {batch.folder.name or batch.folder}"
@@ -83,8 +87,8 @@ def thumbnail(path: Path | None, *, width: int = THUMBNAIL_WIDTH) -> str:
 
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB")
             image.thumbnail((width, width), Image.Resampling.LANCZOS)
+            image = image.convert("RGB")
             buffer = io.BytesIO()
             image.save(buffer, format="JPEG", quality=70, optimize=True)
     except (OSError, UnidentifiedImageError) as exc:
@@ -93,7 +97,15 @@ def thumbnail(path: Path | None, *, width: int = THUMBNAIL_WIDTH) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _case_data(case: BatchCase, scores: Mapping[str, Mapping[str, float | None]]) -> dict[str, Any]:
+def _thumbnails(previews: list[Path | None]) -> list[str]:
+    """:func:`thumbnail` of each preview, on a few threads (Pillow decodes and resizes without the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return list(pool.map(thumbnail, previews))
+
+
+def _case_data(case: BatchCase, scores: Mapping[str, Mapping[str, float | None]], thumb: str) -> dict[str, Any]:
     return {
         "case": case.name,
         "status": case.status,
@@ -108,7 +120,7 @@ def _case_data(case: BatchCase, scores: Mapping[str, Mapping[str, float | None]]
         "message": case.message,
         "seconds": case.seconds,
         "input": case.input,
-        "thumb": thumbnail(case.preview),
+        "thumb": thumb,
     }
 
 
