@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
-    from medseg.cli._render import stdout
+    from medseg.cli._render import stderr, stdout
     from medseg.workflows.review import review_server
 
     if not args.folder.exists():
@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     cases = server.app.batch.cases
     flagged = sum(c.flagged for c in cases)
     stdout.print(f"reviewing {len(cases)} case(s), {flagged} flagged; decisions go to {escape(str(server.app.decisions.path))}")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        stderr.print(f"[yellow]warning:[/] listening on {escape(args.host)}: others on the network can see these scans")
     stdout.print(f"open {server.url} in a browser; Ctrl-C stops", markup=False)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as Ctrl-C does, removing the scan cache
     try:

@@ -52,7 +52,8 @@ def render_report(batch: Batch, *, scores: Scores | None = None, reference: str 
             for case, thumb in zip(batch.cases, _thumbnails([case.preview for case in batch.cases]))
         ],
     }
-    payload = json.dumps(data, allow_nan=False, separators=(",", ":")).replace("</", "<\\/")
+    # every "<" escaped, so no "</script>" or "<!--" in a case name or flag can end the script early
+    payload = json.dumps(data, allow_nan=False, separators=(",", ":")).replace("<", "\\u003c")
     title = f"medseg report: {batch.folder.name or batch.folder}"
     return "\n".join(
         [

@@ -18,7 +18,7 @@ from tests.review.conftest import FLAGGED
 
 def embedded(page: str) -> dict:
     payload = re.search(r'<script type="application/json" id="case-data">(.*?)</script>', page, re.S).group(1)
-    return json.loads(payload.replace("<\\/", "</"))
+    return json.loads(payload)
 
 
 def test_the_page_embeds_every_case_with_its_facts_and_a_thumbnail(batch_folder):
@@ -41,6 +41,14 @@ def test_the_page_embeds_every_case_with_its_facts_and_a_thumbnail(batch_folder)
     # nothing fetched: no external script, style, image or link
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", page)
     assert "<script src" not in page and "<link" not in page
+
+
+def test_markup_in_a_flag_cannot_break_the_page(batch_folder):
+    manifest = batch_folder / "manifest.csv"
+    manifest.write_text(manifest.read_text().replace("spleen: 3 pieces", "</script><!--<b>spleen</b>"))
+    page = write_report(batch_folder).path.read_text()
+    assert page.count("</script>") == 2 and "<!--" not in page and "<b>spleen" not in page
+    assert embedded(page)["cases"][0]["flags"][0] == "</script><!--<b>spleen</b>, largest 71%"
 
 
 def test_the_summary_and_the_volume_plots(batch_folder):
