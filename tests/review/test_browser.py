@@ -20,6 +20,8 @@ from medseg.workflows.review import review_server
 from tests import browser as chromium
 from tests.review.conftest import FLAGGED
 
+pytestmark = pytest.mark.integration  # a real browser: chromium and chromedriver
+
 
 def wait_for(condition, timeout: float = 30.0, what: str = "the page"):
     deadline = time.monotonic() + timeout
