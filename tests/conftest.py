@@ -45,3 +45,18 @@ def trained_model(tmp_path_factory) -> Path:
     pipeline = root / "tiny.yaml"
     pipeline.write_text(TINY)
     return train(dataset, root / "run", pipeline=pipeline, epochs=1, device="cpu").model_dir
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory):
+    """A headless Chromium (selenium), shared by the session; skips where it cannot start (tests/browser.py)."""
+    from tests import browser as chromium
+
+    why = chromium.missing()
+    if why:
+        pytest.skip(why)
+    downloads = tmp_path_factory.mktemp("downloads")
+    driver = chromium.start(downloads)
+    driver.downloads = downloads
+    yield driver
+    driver.quit()

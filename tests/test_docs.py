@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 
 
-COMMAND_QUOTE = r"medseg (info|convert|plan|train|predict|evaluate|demo|doctor|completion|listen)\b([^`|]*)"
+COMMAND_QUOTE = r"medseg (info|convert|plan|train|predict|evaluate|demo|doctor|completion|listen|report|review)\b([^`|]*)"
 
 
 def _bash_blocks(text: str) -> list[str]:

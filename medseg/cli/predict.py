@@ -65,6 +65,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--include-localizers", action="store_true", help="also segment localizer/scout series")
     parser.add_argument("--overwrite", action="store_true", help="segment again cases whose outputs exist")
+    parser.add_argument(
+        "--report", action="store_true", help="then write OUT/report.html, the batch report of medseg report"
+    )
     parser.set_defaults(run=run)
 
 
@@ -124,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
         summary += f" ({len(flagged)} flagged for review)"
     where = f"shard {shard[0]}/{shard[1]} of {report.cases_total} case(s): " if shard else ""
     stdout.print(f"{where}{summary} in {report.seconds:.1f} s; manifest: {report.output / 'manifest.csv'}")
+    if args.report and report.cases_total:
+        from medseg.workflows.report import write_report
+
+        stdout.print(f"report: {write_report(report.output).path}")
     if report.cases_total == 0:
         return 1  # nothing to segment: most likely a wrong path
     return 1 if report.failed else 0

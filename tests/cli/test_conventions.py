@@ -20,6 +20,7 @@ WRITERS = {
     "pacs pull": "output",
     "pacs segment": "work",
     "listen": "storage",
+    "report": "output",
 }
 
 
