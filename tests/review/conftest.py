@@ -1,9 +1,10 @@
 """A real prediction output folder for the report and review tests.
 
 ``medseg predict --model bundled --preview --stats`` runs once per session on three small
-phantoms (two NIfTI files, one DICOM series) and a broken file; then the quality columns
-that predict adds (``flags``, ``batch_flags``, ``confidence``, ``volumes_ml``) are written
-into its manifest, so that one case is flagged by itself and one by the batch.
+phantoms (two NIfTI files, one DICOM series) and a broken file. Tests that need known flags
+overwrite the quality columns (``flags``, ``batch_flags``, ``confidence``, ``volumes_ml``) so
+that one case is flagged by itself and one by the batch (``batch_folder``); ``older_folder``
+strips them, as a folder from a medseg before the quality signals.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def add_quality_columns(folder: Path) -> None:
 
 @pytest.fixture(scope="session")
 def predicted(tmp_path_factory) -> tuple[Path, Path, Path]:
-    """(inputs, OUT as predict left it, references): four cases, one failed, no quality columns."""
+    """(inputs, OUT as predict left it, references): four cases, one failed, with predict's own quality columns."""
     root = tmp_path_factory.mktemp("predicted")
     inputs, references = root / "in", root / "ref"
     for seed, name in enumerate(("alpha", "bravo")):
@@ -68,6 +69,27 @@ def predicted(tmp_path_factory) -> tuple[Path, Path, Path]:
                  "--device", "cpu"])
     assert code == 1  # the broken file failed, the rest were segmented
     return inputs, out, references
+
+
+@pytest.fixture()
+def older_folder(predicted, tmp_path) -> Path:
+    """The output folder as a medseg before the quality signals left it: no quality columns, no run.json quality."""
+    import json
+
+    out = tmp_path / "older"
+    shutil.copytree(predicted[1], out)
+    with open(out / "manifest.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    columns = [c for c in rows[0] if c not in ("flags", "batch_flags", "confidence", "volumes_ml")]
+    with open(out / "manifest.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    run = json.loads((out / "run.json").read_text())
+    for facts in run["cases"].values():
+        facts.pop("quality", None)
+    (out / "run.json").write_text(json.dumps(run))
+    return out
 
 
 @pytest.fixture()

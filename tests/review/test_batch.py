@@ -29,19 +29,25 @@ def test_cases_files_and_quality_columns(batch_folder):
     assert batch.run["model"]["name"] == "medseg-phantom"
 
 
-def test_an_older_folder_without_quality_columns_reads_with_blanks(predicted):
+def test_predicts_own_quality_columns_are_read(predicted):
     batch = read_batch(predicted[1])
+    done = [c for c in batch.cases if c.status == "done"]
+    assert len(done) == 3 and all(c.confidence is not None and 0.5 < c.confidence <= 1 for c in done)
+    assert all(set(c.volumes_ml) == {"liver", "spleen", "kidney"} for c in done)
+    flagged = {c.name for c in done if c.flags}  # these small grids cut organs at their edges
+    assert any("edge of the scan" in f for c in done for f in c.flags) and flagged <= {"alpha", "bravo", "charlie"}
+
+
+def test_an_older_folder_without_quality_columns_reads_with_blanks(older_folder):
+    batch = read_batch(older_folder)
     assert all(not c.flags and not c.batch_flags and c.confidence is None for c in batch.cases)
     assert batch.counts()["flagged"] == 0
-    stats = json.loads((predicted[1] / "alpha.stats.json").read_text())["labels"]
+    stats = json.loads((older_folder / "alpha.stats.json").read_text())["labels"]
     assert batch.case("alpha").volumes_ml == {s["name"]: s["volume_ml"] for s in stats}  # from --stats
 
 
-def test_run_json_quality_is_used_when_the_manifest_lacks_the_columns(predicted, tmp_path):
-    import shutil
-
-    out = tmp_path / "out"
-    shutil.copytree(predicted[1], out)
+def test_run_json_quality_is_used_when_the_manifest_lacks_the_columns(older_folder):
+    out = older_folder
     run = json.loads((out / "run.json").read_text())
     run["cases"]["bravo"]["quality"] = {
         "labels": {"liver": {"volume_ml": 3400.0, "components": 1, "empty": False}},

@@ -64,12 +64,12 @@ def test_the_summary_and_the_volume_plots(batch_folder):
         assert re.findall(r'class="ok" data-case="([^"]+)"', svg) == ["charlie"]
 
 
-def test_a_folder_without_quality_columns_reports_blanks(predicted, tmp_path):
-    page = write_report(predicted[1], output=tmp_path / "r.html").path.read_text()
+def test_a_folder_without_quality_columns_reports_blanks(older_folder, tmp_path):
+    page = write_report(older_folder, output=tmp_path / "r.html").path.read_text()
     data = embedded(page)
     assert not any(c["flagged"] or c["flags"] or c["confidence"] is not None for c in data["cases"])
     assert data["labels"] == ["liver", "spleen", "kidney"]  # volumes from the stats files
-    assert not (predicted[1] / "report.html").exists()
+    assert not (older_folder / "report.html").exists()
 
 
 def test_references_add_the_scores_of_medseg_evaluate(batch_folder, predicted):
