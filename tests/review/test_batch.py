@@ -34,8 +34,7 @@ def test_predicts_own_quality_columns_are_read(predicted):
     done = [c for c in batch.cases if c.status == "done"]
     assert len(done) == 3 and all(c.confidence is not None and 0.5 < c.confidence <= 1 for c in done)
     assert all(set(c.volumes_ml) == {"liver", "spleen", "kidney"} for c in done)
-    flagged = {c.name for c in done if c.flags}  # these small grids cut organs at their edges
-    assert any("edge of the scan" in f for c in done for f in c.flags) and flagged <= {"alpha", "bravo", "charlie"}
+    assert any("edge of the scan" in f for c in done for f in c.flags)  # these small grids cut organs at their edges
 
 
 def test_an_older_folder_without_quality_columns_reads_with_blanks(older_folder):
