@@ -74,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quiet:
         level = logging.ERROR
     logging.basicConfig(level=level, format="medseg: %(levelname)s: %(message)s", stream=sys.stderr)
+    from medseg.cli._render import set_quiet
+
+    set_quiet(args.quiet, json=getattr(args, "json", False))  # human-readable lines; errors and JSON still print
     if not args.debug:
         logging.captureWarnings(True)
         logging.getLogger("py.warnings").setLevel(logging.ERROR)

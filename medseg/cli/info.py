@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medseg.cli._render import progress_bar
+    from medseg.cli._render import print_json, progress_bar
     from medseg.errors import InputError
     from medseg.io import image_format
 
@@ -41,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         entries = [s.to_dict() for s in found.series]
         skipped = [{"path": s.path, "reason": s.reason} for s in found.skipped]
     if args.json:
-        print(json.dumps(entries, indent=2))
+        print_json(entries)
         return 0 if entries else 1
     _print_text(entries, skipped, show_skipped=args.all)
     if not entries:

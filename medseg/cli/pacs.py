@@ -201,7 +201,7 @@ def run_query(args: argparse.Namespace) -> int:
             s.series_uid,
         )
     # Piped into a file or another program: no terminal width to fit, so UIDs are never cut.
-    (stdout if stdout.is_terminal else Console(width=1000, highlight=False)).print(table)
+    (stdout if stdout.is_terminal else Console(width=1000, highlight=False, quiet=stdout.quiet)).print(table)
     stdout.print(f"{len(found)} series in {len({s.study_uid for s in found})} study(ies)")
     return 0
 

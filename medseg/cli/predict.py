@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medseg.workflows.predict import PredictReport
 
 HELP = "segment scans (NIfTI/NRRD/MHA files, DICOM folders or trees) with a trained model"
 
@@ -65,11 +70,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--include-localizers", action="store_true", help="also segment localizer/scout series")
     parser.add_argument("--overwrite", action="store_true", help="segment again cases whose outputs exist")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary of the run instead of the case lines")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from medseg.cli._render import progress_bar, stdout
+    from medseg.cli._render import case_failed, print_json, progress_bar, stdout
     from medseg.errors import ConfigError
     from medseg.workflows.predict import FORMATS, PredictOptions, predict
     from medseg.inference.engine import InferenceSettings
@@ -109,16 +115,34 @@ def run(args: argparse.Namespace) -> int:
     with progress_bar(not args.quiet) as progress:
         report = predict(args.inputs, args.output, model=args.model, options=options, progress=progress)
     style = {"done": "green", "exists": "cyan", "skipped": "yellow", "failed": "red"}
+    counts = {s: sum(r.status == s for r in report.results) for s in style}
+    if args.json:
+        print_json(_summary(report, counts, shard))
     for result in report.results:
         seconds = f" {result.seconds:.1f} s" if result.status == "done" else ""
         note = f" ({result.message})" if result.message else ""
         stdout.print(f"[{style[result.status]}]{result.status:>7}[/] {result.name}{seconds}{note}")
         for warning in result.warnings:
             stdout.print(f"[yellow]        warning:[/] {warning}")
-    counts = {s: sum(r.status == s for r in report.results) for s in style}
+        if result.status == "failed":
+            case_failed("predict", result.name, result.message)
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no scans found"
     where = f"shard {shard[0]}/{shard[1]} of {report.cases_total} case(s): " if shard else ""
     stdout.print(f"{where}{summary} in {report.seconds:.1f} s; manifest: {report.output / 'manifest.csv'}")
     if report.cases_total == 0:
         return 1  # nothing to segment: most likely a wrong path
     return 1 if report.failed else 0
+
+
+def _summary(report: PredictReport, counts: dict[str, int], shard: tuple[int, int] | None) -> dict[str, Any]:
+    """What ``--json`` prints: the run's counts and files, and every case as the manifest has it."""
+    return {
+        "output": str(report.output),
+        "manifest": str(report.output / "manifest.csv"),
+        "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
+        "cases_total": report.cases_total,
+        "counts": counts,
+        "seconds": round(report.seconds, 2),
+        "cases": [dataclasses.asdict(result) for result in report.results],
+        "skipped_files": [{"path": path, "reason": reason} for path, reason in report.skipped_files],
+    }

@@ -52,7 +52,7 @@ def test_text_lists_problems_and_skipped_files(tmp_path, capsys):
     paths = factories.write_series(image, tmp_path / "ct", series_number=9, series_description="gappy")
     paths[3].unlink()
     (tmp_path / "junk.txt").write_text("x")
-    assert main(["-q", "info", "--all", str(tmp_path)]) == 0
+    assert main(["info", "--all", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "#9 gappy" in out and "1 slice(s) missing" in out
     assert "junk.txt: not a DICOM file" in out
