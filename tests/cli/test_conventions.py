@@ -95,7 +95,7 @@ def test_quiet_prints_nothing_but_errors(trained_model, scan_and_labels, tmp_pat
     runs = [
         ["-q", "predict", "--model", str(trained_model), str(scans), "-o", str(masks), "--device", "cpu", "--no-tta"],
         ["convert", str(scans / "abdomen_0000.nii.gz"), str(tmp_path / "scan.nrrd"), "-q"],  # -q after the command
-        ["-q", "info", str(scans / "abdomen_0000.nii.gz")],
+        ["-q", "info", str(scans)],
         ["evaluate", str(masks), str(truth), "-q"],
     ]
     for argv in runs:
