@@ -134,7 +134,8 @@ def _to_dicom(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     if args.json:
-        print_json(_summary(args.output, [result], {result.status: 1}, []))
+        counts = {status: int(status == result.status) for status in ("converted", "exists", "skipped", "failed")}
+        print_json(_summary(args.output, [result], counts, []))
     note = f" ({result.message})" if result.message else ""
     stdout.print(f"{result.status:>9} {result.name} -> {result.output}{note}")
     return 0
@@ -146,7 +147,7 @@ def _summary(
     """What ``--json`` prints: every series or file with its status, output and message."""
     return {
         "output": str(output),
-        "counts": {status: n for status, n in counts.items() if n},
+        "counts": counts,
         "results": [dataclasses.asdict(result) for result in results],
         "skipped_files": [{"path": path, "reason": reason} for path, reason in skipped],
     }

@@ -143,6 +143,6 @@ def _summary(report: PredictReport, counts: dict[str, int], shard: tuple[int, in
         "cases_total": report.cases_total,
         "counts": counts,
         "seconds": round(report.seconds, 2),
-        "cases": [dataclasses.asdict(result) for result in report.results],
+        "cases": [{**dataclasses.asdict(result), "seconds": round(result.seconds, 2)} for result in report.results],
         "skipped_files": [{"path": path, "reason": reason} for path, reason in report.skipped_files],
     }

@@ -138,7 +138,7 @@ def test_json_summaries_are_the_only_stdout(trained_model, scan_and_labels, tmp_
     converted = json.loads(capsys.readouterr().out)
     (result,) = converted["results"]
     assert result["status"] == "converted" and Path(result["output"]).is_file() and result["output"].endswith(".nrrd")
-    assert converted["counts"] == {"converted": 1}
+    assert converted["counts"] == {"converted": 1, "exists": 0, "skipped": 0, "failed": 0}
 
 
 def test_demo_json(tmp_path, capsys):

@@ -228,6 +228,9 @@ def test_a_nifti_label_map_on_a_series_round_trips_through_dicom_exactly(tmp_pat
     arguments = ["convert", str(tmp_path / "drawn.nii.gz"), str(out), "--series", str(tmp_path / "in" / "ct")]
     assert main([*arguments, "--to", kind, "--names", str(tmp_path / "names.json")]) == 0
     assert "converted" in capsys.readouterr().out
+    assert main([*arguments, "--to", kind, "--names", str(tmp_path / "names.json"), "--overwrite", "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)["results"]
+    assert result["status"] == "converted" and result["output"] == str(out) and result["name"]
     written = pydicom.dcmread(out)
     if kind == "seg":  # drawn by hand: MANUAL, and no algorithm named
         assert {s.SegmentAlgorithmType for s in written.SegmentSequence} == {"MANUAL"}
