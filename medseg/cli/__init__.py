@@ -46,7 +46,9 @@ def _global_options(container: Any, *, after_command: bool = False) -> None:
     defaults = dict.fromkeys(("verbose", "quiet", "debug"), argparse.SUPPRESS) if after_command else {}
     verbose, quiet = defaults.get("verbose", 0), defaults.get("quiet", False)
     container.add_argument("-v", "--verbose", action="count", default=verbose, help="more log output (-vv: debug)")
-    container.add_argument("-q", "--quiet", action="store_true", default=quiet, help="only errors: no result lines, tables, warnings or progress bars")
+    container.add_argument(
+        "-q", "--quiet", action="store_true", default=quiet, help="only errors: no result lines, warnings or progress"
+    )
     container.add_argument(
         "--debug", action="store_true", default=defaults.get("debug", False), help="show tracebacks and debug logs"
     )
