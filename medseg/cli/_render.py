@@ -37,10 +37,10 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def case_failed(command: str, name: str, message: str) -> None:
-    """Where the result lines are silent (``-q``, ``--json``), a failed case as an error line on stderr."""
+def error_when_silent(command: str, message: str) -> None:
+    """Where the result lines are silent (``-q``, ``--json``), an error they show (a failed case) on stderr."""
     if stdout.quiet:
-        errors.print(escape(f"medseg {command}: error: {name}: {message}"), soft_wrap=True)
+        errors.print(escape(f"medseg {command}: error: {message}"), soft_wrap=True)
 
 
 @contextmanager

@@ -75,7 +75,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medseg.cli._render import case_failed, print_json, progress_bar, stdout
+    from medseg.cli._render import error_when_silent, print_json, progress_bar, stdout
     from medseg.errors import ConfigError
     from medseg.io.dicom import DicomReadOptions
     from medseg.workflows.convert import ConvertOptions, convert
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         note = f" ({result.message})" if result.message else ""
         stdout.print(f"[{style[result.status]}]{result.status:>9}[/] {result.name}{where}{note}")
         if result.status == "failed":
-            case_failed("convert", result.name, result.message)
+            error_when_silent("convert", f"{result.name}: {result.message}")
     if report.skipped_files:
         stdout.print(f"{len(report.skipped_files)} file(s) without an image skipped (see `medseg info --all`)")
     stdout.print(", ".join(f"{n} {s}" for s, n in counts.items() if n) or "nothing to convert")

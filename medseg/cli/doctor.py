@@ -75,7 +75,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medseg.cli._render import print_json, status_line
+    from medseg.cli._render import error_when_silent, print_json, status_line
 
     with status_line(not args.quiet) as checking:
         report = diagnose(on_check=lambda name: checking(f"checking {name} ..."))
@@ -83,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         print_json(report)
     else:
         _render(report)
+    for problem in report["problems"]:
+        error_when_silent("doctor", problem)
     return 0 if report["ok"] else 1
 
 

@@ -75,7 +75,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medseg.cli._render import case_failed, print_json, progress_bar, stdout
+    from medseg.cli._render import error_when_silent, print_json, progress_bar, stdout
     from medseg.errors import ConfigError
     from medseg.workflows.predict import FORMATS, PredictOptions, predict
     from medseg.inference.engine import InferenceSettings
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         for warning in result.warnings:
             stdout.print(f"[yellow]        warning:[/] {warning}")
         if result.status == "failed":
-            case_failed("predict", result.name, result.message)
+            error_when_silent("predict", f"{result.name}: {result.message}")
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no scans found"
     where = f"shard {shard[0]}/{shard[1]} of {report.cases_total} case(s): " if shard else ""
     stdout.print(f"{where}{summary} in {report.seconds:.1f} s; manifest: {report.output / 'manifest.csv'}")

@@ -62,6 +62,12 @@ def test_a_library_that_does_not_import_fails_the_check(tmp_path):
     assert result.returncode == 1 and data["ok"] is False
     assert data["libraries"]["highdicom"]["ok"] is False
     assert any("highdicom" in problem for problem in data["problems"])
+    # Under -q the report is silent, but not what is broken.
+    result = subprocess.run(
+        [sys.executable, "-m", "medseg", "-q", "doctor"], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("medseg doctor: error: highdicom does not import (ImportError: highdicom is broken")
 
 
 def test_the_text_report_names_each_section(capsys):
