@@ -47,7 +47,9 @@ def _global_options(container: Any, *, after_command: bool = False) -> None:
     defaults = dict.fromkeys(("verbose", "quiet", "debug"), argparse.SUPPRESS) if after_command else {}
     verbose, quiet = defaults.get("verbose", 0), defaults.get("quiet", False)
     container.add_argument("-v", "--verbose", action="count", default=verbose, help="more log output (-vv: debug)")
-    container.add_argument("-q", "--quiet", action="store_true", default=quiet, help="only errors; no progress bars")
+    container.add_argument(
+        "-q", "--quiet", action="store_true", default=quiet, help="only errors: no result lines, warnings or progress"
+    )
     container.add_argument(
         "--debug", action="store_true", default=defaults.get("debug", False), help="show tracebacks and debug logs"
     )
@@ -75,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quiet:
         level = logging.ERROR
     logging.basicConfig(level=level, format="medseg: %(levelname)s: %(message)s", stream=sys.stderr)
+    from medseg.cli._render import set_quiet
+
+    set_quiet(args.quiet, json=getattr(args, "json", False))  # human-readable lines; errors and JSON still print
     if not args.debug:
         logging.captureWarnings(True)
         logging.getLogger("py.warnings").setLevel(logging.ERROR)

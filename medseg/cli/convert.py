@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medseg.workflows.convert import ConversionResult
 
 HELP = "convert DICOM series to NIfTI (one file per series), or NIfTI/NRRD/MHA into each other"
 
@@ -46,6 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     parser.add_argument("--no-sidecar", action="store_true", help="do not write the JSON sidecar files")
     parser.add_argument("--workers", type=int, default=None, help="processes for decoding compressed DICOM")
+    parser.add_argument("--json", action="store_true", help="print what was converted as JSON instead of lines")
     to_dicom = parser.add_argument_group(
         "label map to DICOM", "with --series: INPUT is a NIfTI/NRRD/MHA label map drawn on that DICOM series, "
         "OUTPUT the SEG or RTSTRUCT file to write on its instances (read back and checked voxel for voxel)"
@@ -69,7 +75,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medseg.cli._render import progress_bar, stdout
+    from medseg.cli._render import error_when_silent, print_json, progress_bar, stdout
     from medseg.errors import ConfigError
     from medseg.io.dicom import DicomReadOptions
     from medseg.workflows.convert import ConvertOptions, convert
@@ -95,13 +101,17 @@ def run(args: argparse.Namespace) -> int:
     with progress_bar(not args.quiet) as progress:
         report = convert(args.input, args.output, options=options, progress=progress)
     style = {"converted": "green", "exists": "cyan", "skipped": "yellow", "failed": "red"}
+    counts = {s: sum(r.status == s for r in report.results) for s in style}
+    if args.json:
+        print_json(_summary(args.output, report.results, counts, report.skipped_files))
     for result in report.results:
         where = f" -> {result.output}" if result.output else ""
         note = f" ({result.message})" if result.message else ""
         stdout.print(f"[{style[result.status]}]{result.status:>9}[/] {result.name}{where}{note}")
+        if result.status == "failed":
+            error_when_silent("convert", f"{result.name}: {result.message}")
     if report.skipped_files:
         stdout.print(f"{len(report.skipped_files)} file(s) without an image skipped (see `medseg info --all`)")
-    counts = {s: sum(r.status == s for r in report.results) for s in style}
     stdout.print(", ".join(f"{n} {s}" for s, n in counts.items() if n) or "nothing to convert")
     if not report.results:
         return 1
@@ -109,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _to_dicom(args: argparse.Namespace) -> int:
-    from medseg.cli._render import stdout
+    from medseg.cli._render import print_json, stdout
     from medseg.io.dicom import DicomReadOptions
     from medseg.workflows.convert import labels_to_dicom
 
@@ -123,6 +133,21 @@ def _to_dicom(args: argparse.Namespace) -> int:
         dicom=DicomReadOptions(irregular=args.irregular, tilt=args.tilt, workers=args.workers),
         overwrite=args.overwrite,
     )
+    if args.json:
+        counts = {status: int(status == result.status) for status in ("converted", "exists", "skipped", "failed")}
+        print_json(_summary(args.output, [result], counts, []))
     note = f" ({result.message})" if result.message else ""
     stdout.print(f"{result.status:>9} {result.name} -> {result.output}{note}")
     return 0
+
+
+def _summary(
+    output: Path, results: list[ConversionResult], counts: dict[str, int], skipped: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """What ``--json`` prints: every series or file with its status, output and message."""
+    return {
+        "output": str(output),
+        "counts": counts,
+        "results": [dataclasses.asdict(result) for result in results],
+        "skipped_files": [{"path": path, "reason": reason} for path, reason in skipped],
+    }

@@ -27,11 +27,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: CUDA when available"
     )
     parser.add_argument("--model", type=Path, default=None, help="a model folder to try instead of the bundled one")
+    parser.add_argument("--json", action="store_true", help="print summary.json (outputs, Dice, times) instead of lines")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from medseg.cli._render import progress_bar, stdout
+    from medseg.cli._render import print_json, progress_bar, stdout
     from medseg.models.folder import require_model_folder
     from medseg.workflows.demo import MIN_DICE, run_demo
 
@@ -39,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         require_model_folder(args.model)
     with progress_bar(not args.quiet) as progress:
         demo = run_demo(args.output, device=args.device, model=args.model, progress=progress)
+    if args.json:
+        print_json({"output": str(demo.output), **demo.summary()})
     names = {"nifti": "mask (NIfTI)", "seg": "mask (DICOM SEG)", "stats_csv": "statistics", "preview": "preview",
              "evaluation": "scores", "summary": "summary"}
     stdout.print(f"sample CT (DICOM): {demo.scan.dicom}")

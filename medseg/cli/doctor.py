@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import platform
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
@@ -75,18 +75,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = diagnose()
+    from medseg.cli._render import error_when_silent, print_json, status_line
+
+    with status_line(not args.quiet) as checking:
+        report = diagnose(on_check=lambda name: checking(f"checking {name} ..."))
     if args.json:
-        print(json.dumps(report, indent=2))
+        print_json(report)
     else:
         _render(report)
+    for problem in report["problems"]:
+        error_when_silent("doctor", problem)
     return 0 if report["ok"] else 1
 
 
-def diagnose() -> dict[str, Any]:
-    """The report: every check's facts, ``problems`` (essential failures) and ``ok``."""
+def diagnose(*, on_check: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The report: every check's facts, ``problems`` (essential failures) and ``ok``.
+
+    Args:
+        on_check: called with each check's name (``libraries``, ``CUDA``, ...) as it starts.
+    """
     import medseg
 
+    on_check = on_check or (lambda name: None)
+    on_check("libraries")
     problems: list[str] = []
     report: dict[str, Any] = {
         "ok": True,
@@ -95,10 +106,14 @@ def diagnose() -> dict[str, Any]:
         "python": {"version": platform.python_version(), "executable": sys.executable, "platform": platform.platform()},
         "libraries": _libraries(problems),
     }
+    on_check("CUDA")
     report["cuda"] = _cuda() if report["libraries"]["torch"]["ok"] else {"available": False, "error": "no torch"}
+    on_check("DICOM codecs")
     report["codecs"] = _codecs(problems) if report["libraries"]["pydicom"]["ok"] else {}
+    on_check("tools")
     report["tools"] = {name: shutil.which(name) for name in TOOLS}
     ready = all(report["libraries"][name]["ok"] for name in ("torch", "monai"))
+    on_check("the bundled model")
     report["bundled_model"] = _bundled_model(problems) if ready else {"ok": False, "error": "torch/MONAI missing"}
     report["ok"] = not problems
     return report

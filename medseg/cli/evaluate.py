@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from medseg.workflows.evaluate import Evaluation
 
 HELP = "score predicted label maps against references (Dice, IoU, HD95, ASSD, surface Dice, volume)"
 
@@ -38,15 +44,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(default: PRED/evaluation.csv, or evaluation.csv beside a PRED file)",
     )
     parser.add_argument("--workers", type=int, default=1, help="processes scoring cases side by side (default 1)")
+    parser.add_argument("--json", action="store_true", help="print the JSON summary (as written) instead of the table")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich import box
     from rich.markup import escape
-    from rich.table import Table
 
-    from medseg.cli._render import progress_bar, stderr, stdout
+    from medseg.cli._render import errors, print_json, progress_bar, stderr, stdout
     from medseg.errors import ConfigError
     from medseg.workflows.evaluate import evaluate, write_evaluation
 
@@ -73,6 +78,31 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
         )
     written = write_evaluation(evaluation, output)
+    if args.json:
+        print_json({**evaluation.summary_dict(), "outputs": [str(p) for p in written]})
+    else:
+        stdout.print(_table(evaluation))
+    for warning in evaluation.warnings:
+        stderr.print(f"[yellow]warning:[/] {escape(warning)}")
+    for side, ids in (("prediction", evaluation.unmatched_predictions), ("reference", evaluation.unmatched_references)):
+        if ids:
+            listed = ", ".join(ids[:10]) + (f", ... ({len(ids)} in all)" if len(ids) > 10 else "")
+            stderr.print(f"[yellow]warning:[/] {len(ids)} case(s) with a {side} only, not scored: {escape(listed)}")
+    for failure in evaluation.failures:
+        errors.print(f"[red]failed:[/] {escape(failure.case_id)}: {escape(failure.message)}")
+    if not args.json:
+        stdout.print("wrote " + escape(", ".join(str(p) for p in written)))
+    if not evaluation.cases and not evaluation.failures:
+        errors.print("[red]no case scored[/]: no prediction and reference share a case id")
+        return 1
+    return 1 if evaluation.failures else 0
+
+
+def _table(evaluation: Evaluation) -> Table:
+    """Per label: cases scored, Dice, HD95 and NSD as mean/median, missed and spurious counts."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
 
     table = Table(
         title=f"{len(evaluation.cases)} case(s); mean/median; surface Dice at {evaluation.tolerance_mm:g} mm",
@@ -92,20 +122,7 @@ def run(args: argparse.Namespace) -> int:
             str(s.statuses["missed"]),
             str(s.statuses["spurious"]),
         )
-    stdout.print(table)
-    for warning in evaluation.warnings:
-        stderr.print(f"[yellow]warning:[/] {escape(warning)}")
-    for side, ids in (("prediction", evaluation.unmatched_predictions), ("reference", evaluation.unmatched_references)):
-        if ids:
-            listed = ", ".join(ids[:10]) + (f", ... ({len(ids)} in all)" if len(ids) > 10 else "")
-            stderr.print(f"[yellow]warning:[/] {len(ids)} case(s) with a {side} only, not scored: {escape(listed)}")
-    for failure in evaluation.failures:
-        stderr.print(f"[red]failed:[/] {escape(failure.case_id)}: {escape(failure.message)}")
-    stdout.print("wrote " + escape(", ".join(str(p) for p in written)))
-    if not evaluation.cases and not evaluation.failures:
-        stderr.print("[red]no case scored[/]: no prediction and reference share a case id")
-        return 1
-    return 1 if evaluation.failures else 0
+    return table
 
 
 def _fmt(value: float, digits: int) -> str:

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 from pathlib import Path
 from typing import Any
 
-HELP = "list the image series in a DICOM folder (or describe a NIfTI/NRRD/MHA file)"
+HELP = "list the image series in a DICOM folder and the NIfTI/NRRD/MHA files in a tree (or describe one file)"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "info",
         help=HELP,
-        description=HELP + ". Every series found is listed with its UID, modality, size, spacing, "
-        "orientation and any problems (missing slices, uneven spacing, gantry tilt, ...). "
+        description=HELP + ". Every DICOM series found is listed with its folder, modality, size, spacing, "
+        "orientation, UID and any problems (missing slices, uneven spacing, gantry tilt, ...); every "
+        "NIfTI/NRRD/MHA file with the same, read from its header. "
         "Localizers are flagged. Non-image files are counted (listed with --all).",
     )
     parser.add_argument("path", type=Path, help="a DICOM folder or tree, a DICOM file, or a NIfTI/NRRD/MHA file")
@@ -25,23 +26,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medseg.cli._render import progress_bar
+    from medseg.cli._render import print_json, progress_bar
     from medseg.errors import InputError
     from medseg.io import image_format
+    from medseg.io.dicom import find_files, scan_files
 
     if not args.path.exists():
         raise FileNotFoundError(f"{args.path}: no such file or folder")
+    root = args.path if args.path.is_dir() else args.path.parent
     if args.path.is_file() and image_format(args.path):
-        entries, skipped = [_image_entry(args.path)], []
+        entries, skipped = [_image_entry(args.path, root)], []
     else:
-        from medseg.io.dicom import scan
-
+        files = find_files(args.path)
         with progress_bar(not args.quiet) as progress:
-            found = scan(args.path, progress=lambda done, total: progress("scan", done, total))
-        entries = [s.to_dict() for s in found.series]
+            found = scan_files(
+                [f for f in files if not image_format(f)], progress=lambda done, total: progress("scan", done, total)
+            )
+        entries = [
+            {**s.to_dict(), "kind": "dicom series", "folder": _folder(s.frames[0].path, root)} for s in found.series
+        ]
         skipped = [{"path": s.path, "reason": s.reason} for s in found.skipped]
+        for path in (f for f in files if image_format(f)):
+            try:
+                entries.append(_image_entry(Path(path), root))
+            except InputError as exc:
+                skipped.append({"path": path, "reason": str(exc).removeprefix(f"{path}: ")})
     if args.json:
-        print(json.dumps(entries, indent=2))
+        print_json(entries)
         return 0 if entries else 1
     _print_text(entries, skipped, show_skipped=args.all)
     if not entries:
@@ -49,53 +60,77 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_entry(path: Path) -> dict[str, Any]:
-    from medseg.io import image_format, read_image
+def _image_entry(path: Path, root: Path) -> dict[str, Any]:
+    """An image file as ``info`` lists it, from its header (the voxels are not read)."""
+    from medseg.io.header import read_image_header
 
-    volume = read_image(path)
+    header = read_image_header(path)
     return {
+        "kind": "image file",
         "path": str(path),
-        "format": image_format(path),
+        "folder": _folder(path, root),
+        "format": header.format,
         "series_uid": None,
-        "modality": None,
+        "modality": header.modality,
         "description": path.name,
-        "num_slices": volume.spatial_shape[2],
-        **volume.geometry.to_dict(),
-        "channels": volume.num_channels,
-        "dtype": str(volume.dtype),
+        "num_slices": header.geometry.shape[2],
+        **header.geometry.to_dict(),
+        "channels": header.channels,
+        "dtype": header.dtype,
         "is_localizer": False,
-        "problems": [] if volume.geometry.is_orthogonal else [{"code": "sheared", "message": "sheared grid"}],
+        "problems": [] if header.geometry.is_orthogonal else [{"code": "sheared", "message": "sheared grid"}],
     }
 
 
+def _folder(file: str | os.PathLike[str], root: Path) -> str:
+    """The folder holding ``file``, relative to ``root`` (``.`` for root itself)."""
+    return Path(os.path.relpath(Path(file).parent, root)).as_posix()
+
+
 def _print_text(entries: list[dict[str, Any]], skipped: list[dict[str, str]], *, show_skipped: bool) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
     from medseg.cli._render import stdout
 
-    for number, e in enumerate(entries, start=1):
-        title = " ".join(
-            str(x)
-            for x in (
-                f"#{e['series_number']}" if e.get("series_number") is not None else None,
-                e.get("description"),
-                f"[{e['part']}]" if e.get("part") else None,
+    if entries:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+        for heading in ("", "folder", "series or file", "modality", "slices", "size", "spacing mm", "orientation"):
+            table.add_column(heading, justify="right" if heading in ("", "slices") else "left")
+        for number, e in enumerate(entries, start=1):
+            title = " ".join(
+                str(x)
+                for x in (
+                    f"#{e['series_number']}" if e.get("series_number") is not None else None,
+                    e.get("description"),
+                    f"[{e['part']}]" if e.get("part") else None,
+                )
+                if x
             )
-            if x
-        )
-        size = "x".join(str(n) for n in e["size"])
-        spacing = " x ".join(f"{v:.4g}" for v in e["spacing"])
-        flags = " [yellow]localizer[/]" if e.get("is_localizer") else ""
-        stdout.print(
-            f"[bold]{number}. {title or 'unnamed'}[/]{flags}  {e.get('modality') or '-'}  {e['num_slices']} slices  "
-            f"{size}  {spacing} mm  {e['orientation']}"
-        )
-        if e.get("series_uid"):
-            stdout.print(f"   UID {e['series_uid']}")
+            flags = " [yellow]localizer[/]" if e.get("is_localizer") else ""
+            table.add_row(
+                f"{number}.",
+                escape(e["folder"]),
+                f"[bold]{escape(title or 'unnamed')}[/]{flags}",
+                escape(e.get("modality") or "-"),
+                str(e["num_slices"]),
+                "x".join(str(n) for n in e["size"]),
+                " x ".join(f"{v:.4g}" for v in e["spacing"]),
+                e["orientation"],
+            )
+        # Piped into a file or another program: no terminal width to fit, so no row is cut.
+        (stdout if stdout.is_terminal else Console(width=1000, highlight=False, quiet=stdout.quiet)).print(table)
+    for number, e in enumerate(entries, start=1):
+        details = [f"UID {e['series_uid']}"] if e.get("series_uid") else []
         if e.get("dtype"):
-            stdout.print(f"   {e['channels']} channel(s) of {e['dtype']}, origin {e['origin']} mm")
-        for problem in e["problems"]:
-            stdout.print(f"   [red]![/] {problem['message']}")
+            details.append(f"{e['channels']} channel(s) of {e['dtype']}, origin {e['origin']} mm")
+        details += [f"[red]![/] {escape(problem['message'])}" for problem in e["problems"]]
+        for index, line in enumerate(details):
+            stdout.print(f"{f'{number}.' if index == 0 else '':<3}{line}")
     if skipped:
         stdout.print(f"{len(skipped)} file(s) skipped (no image){'' if show_skipped else '; --all lists them'}")
         if show_skipped:
             for s in skipped:
-                stdout.print(f"   {s['path']}: {s['reason']}")
+                stdout.print(f"   {escape(s['path'])}: {escape(s['reason'])}")

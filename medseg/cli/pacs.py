@@ -211,7 +211,7 @@ def run_query(args: argparse.Namespace) -> int:
             s.series_uid,
         )
     # Piped into a file or another program: no terminal width to fit, so UIDs are never cut.
-    (stdout if stdout.is_terminal else Console(width=1000, highlight=False)).print(table)
+    (stdout if stdout.is_terminal else Console(width=1000, highlight=False, quiet=stdout.quiet)).print(table)
     stdout.print(f"{len(found)} series in {len({s.study_uid for s in found})} study(ies)")
     return 0
 
@@ -246,7 +246,7 @@ def run_pull(args: argparse.Namespace) -> int:
 
 
 def run_push(args: argparse.Namespace) -> int:
-    from medseg.cli._render import stdout
+    from medseg.cli._render import error_when_silent, stdout
     from medseg.io.dicom import find_files
     from medseg.pacs.client import connect
 
@@ -262,13 +262,14 @@ def run_push(args: argparse.Namespace) -> int:
         report = pacs.store(files)
     for path, reason in report.failed:
         stdout.print(f"[red]failed[/] {path}: {reason}")
+        error_when_silent("pacs", f"{path}: {reason}")
     failed = f", {len(report.failed)} failed" if report.failed else ""
     stdout.print(f"{len(report.stored)} instance(s) stored{failed}")
     return 0 if report.ok else 1
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    from medseg.cli._render import progress_bar, stdout
+    from medseg.cli._render import error_when_silent, progress_bar, stdout
     from medseg.pacs.client import connect
     from medseg.models.folder import require_model_folder
     from medseg.workflows.pacs_segment import SegmentOptions, segment_series
@@ -287,6 +288,8 @@ def run_segment(args: argparse.Namespace) -> int:
         note = f" ({result.message})" if result.message else ""
         what = f"{s.modality} {s.description} {s.series_uid}"
         stdout.print(f"[{style[result.status]}]{result.status:>7}[/] {what}{seconds}{note}")
+        if result.status == "failed":
+            error_when_silent("pacs", f"{what}: {result.message}")
     counts = ", ".join(f"{report.count(status)} {status}" for status in style if report.count(status))
     manifest = report.work / "manifest.csv"
     stdout.print(f"{counts or 'no image series found'} in {report.seconds:.1f} s; manifest: {manifest}")

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medseg.workflows.predict import CaseResult, PredictReport
 
 HELP = "segment scans (NIfTI/NRRD/MHA files, DICOM folders or trees) with a trained model"
 
@@ -26,7 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "-m",
         type=Path,
         required=True,
-        help="a model folder (RUN_DIR/model of medseg train, or RUN_DIR itself), or 'bundled' for the phantom model shipped with medseg",
+        help="a model folder (RUN_DIR/model of medseg train, or RUN_DIR itself), or 'bundled' for the phantom "
+        "model shipped with medseg",
     )
     parser.add_argument("--output", "-o", type=Path, required=True, metavar="OUT", help="the output folder")
     parser.add_argument(
@@ -36,7 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="comma-separated outputs: nifti, seg (DICOM SEG), rtstruct (default: nifti); "
         "seg and rtstruct need DICOM inputs",
     )
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: CUDA when available")
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: CUDA when available"
+    )
     parser.add_argument(
         "--tta",
         action=argparse.BooleanOptionalAction,
@@ -68,11 +76,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--report", action="store_true", help="then write OUT/report.html, the batch report of medseg report"
     )
+    parser.add_argument("--json", action="store_true", help="print a JSON summary of the run instead of the case lines")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from medseg.cli._render import progress_bar, stdout
+    from medseg.cli._render import error_when_silent, print_json, progress_bar, stdout
     from medseg.errors import ConfigError
     from medseg.workflows.predict import FORMATS, PredictOptions, predict
     from medseg.inference.engine import InferenceSettings
@@ -112,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
     with progress_bar(not args.quiet) as progress:
         report = predict(args.inputs, args.output, model=args.model, options=options, progress=progress)
     style = {"done": "green", "exists": "cyan", "skipped": "yellow", "failed": "red"}
+    counts = {s: sum(r.status == s for r in report.results) for s in style}
+    if args.json:
+        print_json(_summary(report, counts, shard))
     for result in report.results:
         seconds = f" {result.seconds:.1f} s" if result.status == "done" else ""
         note = f" ({result.message})" if result.message else ""
@@ -120,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
             stdout.print(f"[yellow]        warning:[/] {warning}")
         for flag in [*result.flags, *report.batch_flags.get(result.name, [])]:
             stdout.print(f"[magenta]        flagged:[/] {flag}")
-    counts = {s: sum(r.status == s for r in report.results) for s in style}
+        if result.status == "failed":
+            error_when_silent("predict", f"{result.name}: {result.message}")
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no scans found"
     flagged = {r.name for r in report.results if r.flags} | set(report.batch_flags)
     if flagged:
@@ -134,3 +147,35 @@ def run(args: argparse.Namespace) -> int:
     if report.cases_total == 0:
         return 1  # nothing to segment: most likely a wrong path
     return 1 if report.failed else 0
+
+
+def _summary(report: PredictReport, counts: dict[str, int], shard: tuple[int, int] | None) -> dict[str, Any]:
+    """What ``--json`` prints: the run's counts and files, and every case as the manifest has it."""
+    return {
+        "output": str(report.output),
+        "manifest": str(report.output / "manifest.csv"),
+        "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
+        "cases_total": report.cases_total,
+        "counts": counts,
+        "seconds": round(report.seconds, 2),
+        "cases": [_case(result, report) for result in report.results],
+        "skipped_files": [{"path": path, "reason": reason} for path, reason in report.skipped_files],
+    }
+
+
+def _case(result: CaseResult, report: PredictReport) -> dict[str, Any]:
+    """One case of ``--json``: the manifest's columns, the quality flags with them."""
+    case = {
+        f.name: getattr(result, f.name)
+        for f in dataclasses.fields(result)
+        if f.name not in ("quality", "recorded_flags")
+    }
+    quality = result.quality
+    return {
+        **case,
+        "seconds": round(result.seconds, 2),
+        "flags": list(result.flags),
+        "batch_flags": report.batch_flags.get(result.name, []),
+        "confidence": None if quality is None else quality.confidence,
+        "volumes_ml": None if quality is None else quality.volumes_ml,
+    }

@@ -94,6 +94,32 @@ class DemoResult:
         """Whether every label reached a Dice above :data:`MIN_DICE`."""
         return bool(self.dice) and all(value > MIN_DICE for value in self.dice.values())
 
+    def summary(self) -> dict[str, Any]:
+        """What OUTPUT/summary.json holds: versions, model, input and output files, Dice, pass/fail, timings."""
+        import medseg
+
+        facts: dict[str, Any] = {}
+        try:
+            facts = json.loads((self.model / "model.json").read_text())
+        except (OSError, ValueError):
+            pass
+        return {
+            "medseg_version": medseg.__version__,
+            "device": self.device,
+            "model": {
+                "path": os.fspath(self.model),
+                "sha256": facts.get("model_sha256"),
+                "trained_by": facts.get("trained_by"),
+            },
+            "input": {"dicom": os.fspath(self.scan.dicom), "reference": os.fspath(self.scan.labels)},
+            "outputs": {kind: os.fspath(path) for kind, path in self.outputs.items()},
+            "dice": {name: None if value != value else round(value, 4) for name, value in self.dice.items()},
+            "min_dice": MIN_DICE,
+            "passed": self.passed,
+            "seg_check": self.seg_check,
+            "seconds": {stage: round(value, 2) for stage, value in self.seconds.items()},
+        }
+
 
 def write_sample_scan(folder: str | os.PathLike[str], *, seed: int = SAMPLE_SEED) -> SampleScan:
     """Write the sample CT phantom: its DICOM series and its true labels.
@@ -226,29 +252,7 @@ def _run_device(masks: Path) -> str:
 
 
 def _write_summary(demo: DemoResult) -> None:
-    import medseg
     from medseg.io.files import write_atomically
 
-    facts: dict[str, Any] = {}
-    try:
-        facts = json.loads((demo.model / "model.json").read_text())
-    except (OSError, ValueError):
-        pass
-    summary = {
-        "medseg_version": medseg.__version__,
-        "device": demo.device,
-        "model": {
-            "path": os.fspath(demo.model),
-            "sha256": facts.get("model_sha256"),
-            "trained_by": facts.get("trained_by"),
-        },
-        "input": {"dicom": os.fspath(demo.scan.dicom), "reference": os.fspath(demo.scan.labels)},
-        "outputs": {kind: os.fspath(path) for kind, path in demo.outputs.items()},
-        "dice": {name: None if value != value else round(value, 4) for name, value in demo.dice.items()},
-        "min_dice": MIN_DICE,
-        "passed": demo.passed,
-        "seg_check": demo.seg_check,
-        "seconds": {stage: round(value, 2) for stage, value in demo.seconds.items()},
-    }
-    text = json.dumps(summary, indent=2) + "\n"
+    text = json.dumps(demo.summary(), indent=2) + "\n"
     write_atomically(demo.output / "summary.json", lambda tmp: tmp.write_text(text))

@@ -44,7 +44,7 @@ def _study_folder(tmp_path: Path, syntax: str, geometry: Geometry | None = None)
 def test_convert_tree_gives_true_geometry_and_exact_hu(tmp_path, capsys, syntax):
     image, folder = _study_folder(tmp_path, syntax)
     out = tmp_path / "out"
-    assert main(["-q", "convert", str(folder), str(out)]) == 0
+    assert main(["convert", str(folder), str(out)]) == 0
     outputs = sorted(out.glob("*.nii.gz"))
     assert [p.name for p in outputs] == ["0003_CT_abdomen.nii.gz"]
     volume = read_nifti(outputs[0])
@@ -90,7 +90,7 @@ def test_failed_series_is_listed_and_others_convert(tmp_path, capsys):
     factories.write_series(good, tmp_path / "in" / "good", series_number=1, series_description="good")
     bad = factories.write_series(good, tmp_path / "in" / "bad", series_number=2, series_description="gappy")
     bad[4].unlink()  # a missing slice: refused by default
-    code = main(["-q", "convert", str(tmp_path / "in"), str(tmp_path / "out")])
+    code = main(["convert", str(tmp_path / "in"), str(tmp_path / "out")])
     assert code == 1
     out = capsys.readouterr().out
     assert "failed" in out and "gappy" in out and "missing" in out
@@ -144,7 +144,7 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, capsys):
 def test_nothing_to_convert_exits_1(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "readme.txt").write_text("hello")
-    assert main(["-q", "convert", str(tmp_path / "in"), str(tmp_path / "out")]) == 1
+    assert main(["convert", str(tmp_path / "in"), str(tmp_path / "out")]) == 1
     assert "nothing to convert" in capsys.readouterr().out
 
 
@@ -199,7 +199,7 @@ def test_rtstruct_and_seg_in_a_tree_become_label_maps_beside_their_series(tmp_pa
         algorithm=algorithm,
     )
 
-    code = main(["-q", "convert", str(tmp_path / "in"), str(tmp_path / "out")])
+    code = main(["convert", str(tmp_path / "in"), str(tmp_path / "out")])
 
     assert code == 1
     assert "which this folder does not hold" in capsys.readouterr().out
@@ -228,6 +228,9 @@ def test_a_nifti_label_map_on_a_series_round_trips_through_dicom_exactly(tmp_pat
     arguments = ["convert", str(tmp_path / "drawn.nii.gz"), str(out), "--series", str(tmp_path / "in" / "ct")]
     assert main([*arguments, "--to", kind, "--names", str(tmp_path / "names.json")]) == 0
     assert "converted" in capsys.readouterr().out
+    assert main([*arguments, "--to", kind, "--names", str(tmp_path / "names.json"), "--overwrite", "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)["results"]
+    assert result["status"] == "converted" and result["output"] == str(out) and result["name"]
     written = pydicom.dcmread(out)
     if kind == "seg":  # drawn by hand: MANUAL, and no algorithm named
         assert {s.SegmentAlgorithmType for s in written.SegmentSequence} == {"MANUAL"}

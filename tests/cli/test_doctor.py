@@ -62,6 +62,12 @@ def test_a_library_that_does_not_import_fails_the_check(tmp_path):
     assert result.returncode == 1 and data["ok"] is False
     assert data["libraries"]["highdicom"]["ok"] is False
     assert any("highdicom" in problem for problem in data["problems"])
+    # Under -q the report is silent, but not what is broken.
+    result = subprocess.run(
+        [sys.executable, "-m", "medseg", "-q", "doctor"], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("medseg doctor: error: highdicom does not import (ImportError: highdicom is broken")
 
 
 def test_the_text_report_names_each_section(capsys):
@@ -70,3 +76,36 @@ def test_the_text_report_names_each_section(capsys):
     assert code == 0, out
     for heading in ("libraries", "GPU", "DICOM codecs", "tools", "bundled model", "the essentials work"):
         assert heading in out
+
+
+def _doctor_on_a_terminal(*options: str) -> tuple[int, str, str]:
+    """``medseg doctor`` with stderr on a pseudo-terminal (stdout piped): exit code, stdout, what the terminal got."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "medseg", *options, "doctor"], stdout=subprocess.PIPE, stderr=terminal, text=True
+    )
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the process closed its end
+            break
+        if not chunk:
+            break
+        shown += chunk
+    out = process.stdout.read()
+    code = process.wait(timeout=120)
+    os.close(controller)
+    return code, out, shown.decode(errors="replace")
+
+
+def test_each_check_shows_progress_on_a_terminal_and_none_under_quiet():
+    code, out, shown = _doctor_on_a_terminal()
+    assert code == 0 and "the essentials work" in out and "bundled model" in out
+    assert "checking libraries" in shown  # the slow first check (torch, MONAI imports) is shown while it runs
+    assert "checking" not in out  # the report on stdout is as before
+    code, out, shown = _doctor_on_a_terminal("-q")
+    assert code == 0 and out == "" and shown == ""

@@ -36,7 +36,7 @@ def _study(tmp_path: Path) -> tuple[Path, Path]:
 def test_folders_write_beside_predictions_and_print_a_table(tmp_path, capsys):
     preds, refs = _study(tmp_path)
     write_nifti(_labels(0), refs / "c.nii.gz")  # no prediction: a warning, not a failure
-    assert main(["-q", "evaluate", str(preds), str(refs), "--tolerance", "1"]) == 0
+    assert main(["evaluate", str(preds), str(refs), "--tolerance", "1"]) == 0
     out, err = capsys.readouterr()
     assert "Dice" in out and "HD95 mm" in out and "NSD" in out
     assert "0.900/0.900" in out  # label 1: Dice 1.0 and 0.8

@@ -52,7 +52,7 @@ def test_text_lists_problems_and_skipped_files(tmp_path, capsys):
     paths = factories.write_series(image, tmp_path / "ct", series_number=9, series_description="gappy")
     paths[3].unlink()
     (tmp_path / "junk.txt").write_text("x")
-    assert main(["-q", "info", "--all", str(tmp_path)]) == 0
+    assert main(["info", "--all", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "#9 gappy" in out and "1 slice(s) missing" in out
     assert "junk.txt: not a DICOM file" in out
@@ -109,3 +109,80 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=120) == 0
     assert "Broken pipe" not in stderr and "Traceback" not in stderr
+
+
+def test_a_tree_of_image_files_is_listed_with_folders_and_headings(tmp_path, capsys):
+    """NIfTI, NRRD and MHA files are rows too, beside the DICOM series, each with its folder."""
+    image, labels = factories.phantom_pair(factories.oblique_geometry())
+    factories.write_series(image, tmp_path / "dicom" / "ct", series_number=2, series_description="CT")
+    write_image(image, tmp_path / "nifti" / "case_0000.nii.gz")
+    write_image(labels, tmp_path / "nifti" / "labels" / "case.nrrd")
+    ramp = factories.ramp_volume()
+    write_image(ramp, tmp_path / "ramp.mha")
+    (tmp_path / "ramp.json").write_text(json.dumps({"modality": "MR"}))  # a sidecar as `medseg convert` writes
+    (tmp_path / "nifti" / "broken.nii.gz").write_bytes(b"not a nifti")
+
+    assert main(["info", str(tmp_path), "--json", "--all"]) == 0
+    entries = {e["description"]: e for e in json.loads(capsys.readouterr().out)}
+    assert set(entries) == {"CT", "case_0000.nii.gz", "case.nrrd", "ramp.mha"}
+    assert all(REQUIRED <= set(e) for e in entries.values())
+    assert entries["CT"]["kind"] == "dicom series" and entries["CT"]["folder"] == "dicom/ct"
+    assert entries["CT"]["modality"] == "CT" and entries["CT"]["series_number"] == 2
+    nifti, nrrd, mha = entries["case_0000.nii.gz"], entries["case.nrrd"], entries["ramp.mha"]
+    assert {e["kind"] for e in (nifti, nrrd, mha)} == {"image file"}
+    assert (nifti["folder"], nrrd["folder"], mha["folder"]) == ("nifti", "nifti/labels", ".")
+    assert (nifti["format"], nrrd["format"]) == ("nifti", "itk")
+    for entry, volume in ((nifti, image), (nrrd, labels), (mha, ramp)):
+        assert entry["size"] == list(volume.spatial_shape) and entry["dtype"] == str(volume.dtype)
+        np.testing.assert_allclose(entry["spacing"], volume.geometry.spacing, atol=1e-5)
+        np.testing.assert_allclose(entry["origin"], volume.geometry.origin, atol=1e-4)
+        np.testing.assert_allclose(np.reshape(entry["direction"], (3, 3)), volume.geometry.direction, atol=1e-5)
+        assert entry["orientation"] == volume.geometry.orientation_code
+    assert (mha["modality"], nifti["modality"]) == ("MR", None)
+
+    assert main(["info", str(tmp_path), "--all"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split() == ["folder", "series", "or", "file", "modality", "slices", "size", "spacing", "mm",
+                                "orientation"]
+    row = next(line for line in lines if "case.nrrd" in line).split()
+    assert row[1] == "nifti/labels" and row[3:5] == ["-", str(labels.spatial_shape[2])]
+    assert next(line for line in lines if "#2 CT" in line).split()[1] == "dicom/ct"
+    assert "MR" in next(line for line in lines if "ramp.mha" in line)
+    # The unreadable file is skipped, with why; the image files are not counted as skipped.
+    assert "broken.nii.gz: not a readable NIfTI file" in out
+    assert "2 file(s) skipped" in out  # broken.nii.gz and ramp.json
+
+
+def test_image_files_are_described_from_their_headers(tmp_path, capsys):
+    """A tree of big scans lists quickly: only headers are read. These headers promise 150 MB the files lack,
+    so reading their voxels fails, but info lists them."""
+    import nibabel as nib
+
+    from medseg.errors import InputError
+    from medseg.io import read_image
+
+    header = nib.Nifti1Header()
+    header.set_data_shape((512, 512, 300))
+    header.set_data_dtype(np.int16)
+    affine = np.diag([-0.8, -0.8, 2.0, 1.0])  # RAS: LPS with spacing 0.8 x 0.8 x 2
+    header.set_sform(affine, code=1)
+    header.set_qform(affine, code=1)
+    (tmp_path / "big.nii").write_bytes(header.binaryblock + b"\0" * 4 + b"\0" * 64)
+    (tmp_path / "big.mha").write_bytes(
+        b"ObjectType = Image\nNDims = 3\nDimSize = 512 512 300\nElementSpacing = 0.8 0.8 2\n"
+        b"ElementType = MET_SHORT\nElementDataFile = LOCAL\n" + b"\0" * 64
+    )
+    for name in ("big.nii", "big.mha"):
+        try:
+            read_image(tmp_path / name)
+        except InputError:
+            pass
+        else:
+            raise AssertionError(f"{name} has its voxels: the test would not show that info skips them")
+    assert main(["info", str(tmp_path), "--json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert [e["description"] for e in entries] == ["big.mha", "big.nii"]
+    for entry in entries:
+        assert entry["size"] == [512, 512, 300] and entry["spacing"] == [0.8, 0.8, 2.0] and entry["dtype"] == "int16"
+        assert entry["orientation"] == "LPS" and entry["kind"] == "image file"
