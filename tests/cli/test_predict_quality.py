@@ -69,3 +69,13 @@ def test_the_terminal_shows_the_flags(batch, capsys, tmp_path):
     text = capsys.readouterr().out
     assert "20 exists (3 flagged for review)" in text
     assert "flagged: liver touches the upper edge of the scan" in text
+
+
+def test_the_report_shows_those_three_flagged_and_no_other(batch, tmp_path):
+    from tests.review.test_report import embedded
+
+    cases, out, _ = batch
+    assert main(["report", str(out), "-o", str(tmp_path / "report.html")]) == 0
+    data = embedded((tmp_path / "report.html").read_text())
+    assert {c["case"] for c in data["cases"]} == set(cases)
+    assert {c["case"] for c in data["cases"] if c["flagged"]} == {name for name, damage in cases.items() if damage}
