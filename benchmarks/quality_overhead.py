@@ -61,7 +61,9 @@ def main() -> None:
     print(f"segment (labels only)            {base:6.2f} s")
     print(f"segment_with_confidence          {with_map:6.2f} s  ({with_map / base:.2f}x)")
     print(f"assess_case                      {assess:6.2f} s")
-    print(f"quality signals in all           {with_map + assess - base:6.2f} s  (+{(with_map + assess) / base - 1:.0%})")
+    print(
+        f"quality signals in all           {with_map + assess - base:6.2f} s  (+{(with_map + assess) / base - 1:.0%})"
+    )
     print(f"confidence map                   {confidence.nbytes / 2**20:6.1f} MiB (uint8, as the labels)")
     print(f"flags on this good scan          {list(found.flags)}")
 

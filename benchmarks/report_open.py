@@ -164,20 +164,26 @@ def main() -> int:
                 assert not browser.console_errors(driver)
             finally:
                 driver.quit()
-        print(f"\n== report of {args.cases} cases ({sum(1 for _ in out.glob('*.preview.png'))} previews, "
-              f"{previews / 1e6:.1f} MB of PNG) ==")
+        print(
+            f"\n== report of {args.cases} cases ({sum(1 for _ in out.glob('*.preview.png'))} previews, "
+            f"{previews / 1e6:.1f} MB of PNG) =="
+        )
         print(f"build (write_report)   best {min(builds):.2f} s   (runs: {', '.join(f'{b:.2f}' for b in builds)})")
         print(f"report.html            {size / 1e6:.2f} MB ({size / args.cases / 1e3:.1f} kB per case)")
         if opens:
-            print(f"open to table rendered best {min(opens):.2f} s, median {statistics.median(opens):.2f} s "
-                  f"(page's performance.now(): {min(page_ms):.0f} ms best)")
+            print(
+                f"open to table rendered best {min(opens):.2f} s, median {statistics.median(opens):.2f} s "
+                f"(page's performance.now(): {min(page_ms):.0f} ms best)"
+            )
             for name in ("sort by liver volume", "sort again (descending)", 'filter "pieces"', "flagged only"):
                 print(f"  {name:<26} {actions[name]:.0f} ms")
         import PIL
 
-        print(f"\npython {platform.python_version()}, Pillow {PIL.__version__}, "
-              f"{'Chromium ' + driver.capabilities.get('browserVersion', '?') if opens else 'no browser'}, "
-              f"CPUs: {__import__('os').cpu_count()}")
+        print(
+            f"\npython {platform.python_version()}, Pillow {PIL.__version__}, "
+            f"{'Chromium ' + driver.capabilities.get('browserVersion', '?') if opens else 'no browser'}, "
+            f"CPUs: {__import__('os').cpu_count()}"
+        )
     finally:
         if not args.keep:
             shutil.rmtree(out, ignore_errors=True)

@@ -18,7 +18,9 @@ from medseg import __version__
 from medseg.cli import completion, convert, demo, doctor, evaluate, info, listen, model, pacs, plan, predict, train
 from medseg.cli import report, review
 
-COMMANDS = (info, convert, plan, train, predict, evaluate, pacs, listen, demo, doctor, completion, report, review, model)
+COMMANDS = (
+    info, convert, plan, train, predict, evaluate, pacs, listen, demo, doctor, completion, report, review, model
+)
 
 # Exit codes.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

@@ -43,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
     server = review_server(args.folder, host=args.host, port=args.port)
     cases = server.app.batch.cases
     flagged = sum(c.flagged for c in cases)
-    stdout.print(f"reviewing {len(cases)} case(s), {flagged} flagged; decisions go to {escape(str(server.app.decisions.path))}")
+    stdout.print(
+        f"reviewing {len(cases)} case(s), {flagged} flagged; decisions go to {escape(str(server.app.decisions.path))}"
+    )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         stderr.print(f"[yellow]warning:[/] listening on {escape(args.host)}: others on the network can see these scans")
     stdout.print(f"open {server.url} in a browser; Ctrl-C stops", markup=False)

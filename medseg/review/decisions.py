@@ -59,7 +59,9 @@ class DecisionBook:
             raise InputError(f"decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
         if len(note) > MAX_NOTE:
             raise InputError(f"the note has {len(note)} characters; at most {MAX_NOTE} are kept")
-        entry = Decision(case, decision, " ".join(note.split()), datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        entry = Decision(
+            case, decision, " ".join(note.split()), datetime.now(timezone.utc).isoformat(timespec="seconds")
+        )
         with self._lock:
             self._decisions[case] = entry
             text = io.StringIO()

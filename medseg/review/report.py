@@ -195,7 +195,9 @@ def _strip(label: str, cases: tuple[BatchCase, ...], width: int = 720, height: i
             f'data-case="{html.escape(case.name)}"><title>{html.escape(case.name)}: {value:.1f} mL</title></circle>'
         )
     for value, anchor in ((low, "start"), (median, "middle"), (high, "end")):
-        parts.append(f'<text x="{x(value):.1f}" y="{height - 4}" text-anchor="{anchor}" class="tick">{value:.0f}</text>')
+        parts.append(
+            f'<text x="{x(value):.1f}" y="{height - 4}" text-anchor="{anchor}" class="tick">{value:.0f}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 

@@ -232,7 +232,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise InputError("the body is not JSON") from None
         if not isinstance(body, dict):
             raise InputError('expected {"decision": ..., "note": ...}')
-        decision = self.server.app.decisions.record(case.name, str(body.get("decision", "")), str(body.get("note") or ""))
+        decision = self.server.app.decisions.record(
+            case.name, str(body.get("decision", "")), str(body.get("note") or "")
+        )
         logger.info("case %s: %s", case.name, decision.decision)
         self._json(asdict(decision))
 
