@@ -14,7 +14,7 @@ The thresholds are constants below, chosen so that the good scans of a batch rai
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -42,8 +42,6 @@ TRAINING_BELOW, TRAINING_ABOVE, MEAN_FACTOR = 0.5, 2.0, 5.0
 #: Against the batch: flagged at a robust z-score (median and MAD) beyond this, in batches of at
 #: least :data:`BATCH_MIN_CASES`; the MAD counts as at least :data:`BATCH_MIN_SPREAD` of the median.
 BATCH_Z, BATCH_MIN_CASES, BATCH_MIN_SPREAD = 3.5, 5, 0.05
-#: Voxels per block when summing confidence per label (bounds the float64 temporaries).
-_BLOCK_VOXELS = 1 << 20
 #: Names of the patient directions (LPS: +x left, +y posterior, +z superior), as edges of a scan.
 _SIDES = {(0, 1): "left", (0, -1): "right", (1, 1): "back", (1, -1): "front", (2, 1): "upper", (2, -1): "lower"}
 
@@ -118,20 +116,25 @@ def assess_case(
     voxel_ml = labels.geometry.voxel_volume_ml
     names = {s.number: s.name for s in labels.segments}
     boxes = ndimage.find_objects(array) if array.size else []
-    inside, boundary = _confidence_sums(array, confidence, boxes, len(names))
+    if confidence is not None and confidence.shape != array.shape:
+        raise ValueError(f"confidence map {confidence.shape} is not on the label map's grid {array.shape}")
     sides = _edge_names(labels)
     found: dict[str, LabelQuality] = {}
     flags: list[str] = []
+    sums: list[tuple[float, int]] = []
     for number, name in sorted(names.items()):
         box = boxes[number - 1] if number <= len(boxes) else None
+        mask = array[box] == number if box is not None else None
+        inside = boundary = None
+        if confidence is not None and mask is not None and mask.any():
+            inside, boundary = _confidence_sums(confidence[box], mask)
+            sums.append(inside)
         expected = _training_pieces(number, fingerprint)
-        quality = _label_quality(
-            array, number, name, box, voxel_ml, sides, expected, inside.get(number), boundary.get(number)
-        )
+        quality = _label_quality(mask, box, array.shape, name, voxel_ml, sides, expected, inside, boundary)
         found[name] = quality
         flags.extend(_flags(quality, number, fingerprint))
-    foreground = [s for n, s in inside.items() if n in names and s[1] > 0]
-    case_confidence = sum(s[0] for s in foreground) / sum(s[1] for s in foreground) if foreground else None
+    voxels = sum(n for _, n in sums)
+    case_confidence = sum(total for total, _ in sums) / voxels if voxels else None
     return CaseQuality(found, None if case_confidence is None else round(case_confidence, 4), tuple(flags))
 
 
@@ -165,24 +168,24 @@ def batch_flags(volumes: Mapping[str, Mapping[str, float]]) -> dict[str, list[st
 
 
 def _label_quality(
-    array: np.ndarray,
-    number: int,
-    name: str,
+    mask: np.ndarray | None,
     box: tuple[slice, ...] | None,
+    shape: tuple[int, ...],
+    name: str,
     voxel_ml: float,
     sides: Mapping[tuple[int, int], str],
     expected_pieces: int,
     inside: tuple[float, int] | None,
     boundary: tuple[float, int] | None,
 ) -> LabelQuality:
-    mask = array[box] == number if box is not None else np.zeros((0, 0, 0), dtype=bool)
-    sizes = piece_sizes(mask)
+    """One label's signals from its mask within its bounding box ``box`` of a label map of ``shape``."""
+    sizes = piece_sizes(mask) if mask is not None else np.zeros(0, dtype=np.int64)
     voxels = int(sizes.sum())
-    if voxels == 0:
+    if voxels == 0 or mask is None or box is None:
         return LabelQuality(name, 0.0, 0, 1.0, 1.0, (), None, None, True)
     touches = []
     for axis in range(3):
-        for end, index in ((-1, 0), (1, array.shape[axis] - 1)):
+        for end, index in ((-1, 0), (1, shape[axis] - 1)):
             at = index - box[axis].start
             if not 0 <= at < mask.shape[axis]:
                 continue
@@ -265,31 +268,15 @@ def _training_mean(number: int, fingerprint: Mapping[str, Any]) -> float | None:
     return float(voxels) * voxel_ml / int(cases)
 
 
-def _confidence_sums(
-    array: np.ndarray, confidence: np.ndarray | None, boxes: Sequence[tuple[slice, ...] | None], labels: int
-) -> tuple[dict[int, tuple[float, int]], dict[int, tuple[float, int]]]:
-    """Per label, (sum of confidence, voxels) inside it and on its boundary (voxels with a face-neighbour outside)."""
-    if confidence is None:
-        return {}, {}
-    if confidence.shape != array.shape:
-        raise ValueError(f"confidence map {confidence.shape} is not on the label map's grid {array.shape}")
-    size = max(int(array.max(initial=0)), labels) + 1
-    total, count = np.zeros(size), np.zeros(size, dtype=np.int64)
-    step = max(1, _BLOCK_VOXELS // max(1, array.shape[0] * array.shape[1]))
-    for k in range(0, array.shape[2], step):
-        flat = array[:, :, k : k + step].ravel().astype(np.intp, copy=False)
-        total += np.bincount(flat, weights=confidence[:, :, k : k + step].ravel(), minlength=size)
-        count += np.bincount(flat, minlength=size)
-    inside = {n: (float(total[n]) / 255.0, int(count[n])) for n in range(1, size)}
-    boundary = {}
-    for number, box in enumerate(boxes, start=1):
-        if box is None:
-            continue
-        mask = array[box] == number
-        edge = mask & ~ndimage.binary_erosion(mask, border_value=0)
-        values = confidence[box][edge]
-        boundary[number] = (float(values.sum(dtype=np.float64)) / 255.0, int(values.size))
-    return inside, boundary
+def _confidence_sums(confidence: np.ndarray, mask: np.ndarray) -> tuple[tuple[float, int], tuple[float, int]]:
+    """(sum of confidence, voxels) inside a label's mask and on its boundary (voxels with a face-neighbour outside),
+    both within the label's box."""
+    edge = mask & ~ndimage.binary_erosion(mask, border_value=0)
+    inside, on_edge = confidence[mask], confidence[edge]
+    return (
+        (float(inside.sum(dtype=np.float64)) / 255.0, int(inside.size)),
+        (float(on_edge.sum(dtype=np.float64)) / 255.0, int(on_edge.size)),
+    )
 
 
 def _edge_names(labels: Volume) -> dict[tuple[int, int], str]:
