@@ -40,6 +40,7 @@ import torch
 from medseg.config.schema import Pipeline
 from medseg.errors import ConfigError, GeometryError, InputError
 from medseg.geometry import Geometry
+from medseg.inference.guardrails import ModelFacts
 from medseg.inference.postprocess import postprocess
 from medseg.inference.window import Progress, ScoreBand, SlidingWindow, cpu_window_batch
 from medseg.transforms.prepare import prepare_case
@@ -206,6 +207,16 @@ class Segmenter:
     def num_classes(self) -> int:
         """Output classes, background included."""
         return self.pipeline.num_classes
+
+    @property
+    def facts(self) -> ModelFacts:
+        """Input channels and modality, for :func:`~medseg.inference.guardrails.check_image`."""
+        return ModelFacts.of(self.pipeline)
+
+    @property
+    def segments(self) -> tuple[Segment, ...]:
+        """The labels, by number, with their names, colours and codes."""
+        return segments_of(self.pipeline)
 
     def window(self, shape: tuple[int, int, int] | None = None) -> SlidingWindow:
         """The sliding window with this segmenter's settings; accumulating on the GPU when the band fits there."""

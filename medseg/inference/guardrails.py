@@ -9,6 +9,7 @@ strict mode. A channel count the network cannot take is always refused.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,9 +24,22 @@ CT_LOWEST_HU = -500.0
 SPACING_FACTOR = 2.0
 
 
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the checks need to know of a model: its input channels, by name, and the modality it was trained on."""
+
+    channels: tuple[str, ...]
+    modality: str | None = None
+
+    @classmethod
+    def of(cls, pipeline: Pipeline) -> ModelFacts:
+        """The facts of a medseg pipeline."""
+        return cls(tuple(c.name for c in pipeline.preprocessing.channels), pipeline.modality)
+
+
 def check_image(
     image: Volume,
-    pipeline: Pipeline,
+    model: Pipeline | ModelFacts,
     *,
     fingerprint: Mapping[str, Any] | None = None,
     strict: bool = False,
@@ -34,7 +48,7 @@ def check_image(
 
     Args:
         image: the scan about to be segmented.
-        pipeline: the model's pipeline (modality, channels).
+        model: the model's pipeline, or its :class:`ModelFacts` (a model medseg did not train).
         fingerprint: the model's ``fingerprint.json``, when it has one (training spacings).
         strict: raise on the first finding instead of returning it.
 
@@ -45,25 +59,26 @@ def check_image(
         InputError: the channel count differs from the model's (always), or any
             finding in strict mode.
     """
-    expected = len(pipeline.preprocessing.channels)
+    facts = model if isinstance(model, ModelFacts) else ModelFacts.of(model)
+    expected = len(facts.channels)
     if image.num_channels != expected:
-        names = ", ".join(c.name for c in pipeline.preprocessing.channels)
+        names = ", ".join(facts.channels)
         raise InputError(f"the image has {image.num_channels} channel(s); the model takes {expected} ({names})")
-    findings = [*_modality(image, pipeline), *_units(image, pipeline), *_spacing(image, fingerprint)]
+    findings = [*_modality(image, facts), *_units(image, facts), *_spacing(image, fingerprint)]
     if strict and findings:
         raise InputError(f"{findings[0]} (--strict)")
     return findings
 
 
-def _modality(image: Volume, pipeline: Pipeline) -> list[str]:
-    found, trained = image.source.modality, pipeline.modality
+def _modality(image: Volume, facts: ModelFacts) -> list[str]:
+    found, trained = image.source.modality, facts.modality
     if found and trained and found.upper() != trained.upper():
         return [f"modality {found}, but the model was trained on {trained}"]
     return []
 
 
-def _units(image: Volume, pipeline: Pipeline) -> list[str]:
-    if pipeline.modality.upper() != "CT":
+def _units(image: Volume, facts: ModelFacts) -> list[str]:
+    if (facts.modality or "").upper() != "CT":
         return []
     units = image.source.units
     if units and units.upper() != "HU":

@@ -1,0 +1,93 @@
+"""Load any model medseg runs, by what its folder holds: medseg's own, nnU-Net v2, a MONAI bundle, or several.
+
+:func:`load_segmenter` is what ``predict``, ``pacs segment``, ``listen`` and ``demo`` call with
+``--model``; it returns a :class:`~medseg.inference.engine.Segmenter` for a medseg model, a
+:class:`~medseg.inference.nnunet.NnunetSegmenter` or :class:`~medseg.inference.bundle.BundleSegmenter`
+for the others, and a :class:`~medseg.inference.merge.MergedSegmenter` for several models.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from medseg.errors import ModelError
+from medseg.inference.engine import InferenceSettings, Segmenter
+
+ModelPath = str | os.PathLike[str]
+
+
+def load_segmenter(
+    model: ModelPath | Sequence[ModelPath],
+    *,
+    device: str | torch.device = "auto",
+    settings: InferenceSettings = InferenceSettings(),
+    folds: Sequence[int] | None = None,
+    checkpoint: str = "final",
+) -> Any:
+    """The segmenter for the model (or models) at ``model``, loaded once.
+
+    Args:
+        model: a medseg model folder or RUN_DIR, an nnU-Net v2 trained-model folder, a MONAI bundle
+            folder or ``.zip``; or a list of them, whose labels are merged into one map.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a torch device.
+        settings: sliding-window overrides (medseg models; nnU-Net takes overlap and mirroring).
+        folds: nnU-Net folds to average (default: every fold present).
+        checkpoint: nnU-Net's ``final`` or ``best`` checkpoint.
+
+    Raises:
+        ModelError: not a model medseg knows, a missing fold or checkpoint, a package the model needs.
+        ConfigError: an unknown device, or CUDA asked for without a GPU.
+    """
+    if not isinstance(model, (str, os.PathLike)):
+        paths = list(model)
+        if not paths:
+            raise ModelError("no model given")
+        if len(paths) > 1:
+            from medseg.inference.merge import MergedSegmenter
+
+            parts = [
+                load_segmenter(p, device=device, settings=settings, folds=folds, checkpoint=checkpoint) for p in paths
+            ]
+            return MergedSegmenter(parts)
+        model = paths[0]
+    from medseg.models.kinds import describe_model
+
+    info = describe_model(model, checkpoint=checkpoint)
+    if info.kind == "medseg":
+        return Segmenter.from_folder(model, device=device, settings=settings)
+    if info.kind == "nnunet":
+        from medseg.inference.nnunet import NnunetSegmenter
+
+        return NnunetSegmenter(info, device=device, settings=settings, folds=folds)
+    from medseg.inference.bundle import BundleSegmenter
+
+    return BundleSegmenter(info, device=device, settings=settings)
+
+
+def check_models(
+    model: ModelPath | Sequence[ModelPath], *, folds: Sequence[int] | None = None, checkpoint: str = "final"
+) -> None:
+    """Fail fast, before any work, on a model that cannot be loaded: reads only the small files.
+
+    Raises:
+        ModelError: not a model, a fold asked for that is not there, an unusable medseg folder.
+    """
+    from medseg.models.folder import require_model_folder
+    from medseg.models.kinds import describe_model
+
+    paths = [model] if isinstance(model, (str, os.PathLike)) else list(model)
+    for path in paths:
+        info = describe_model(path, checkpoint=checkpoint)
+        if info.kind == "medseg":
+            require_model_folder(path)
+        elif info.kind == "nnunet" and folds:
+            missing = sorted(set(folds) - set(info.folds))
+            if missing:
+                raise ModelError(
+                    f"{path}: no fold {', '.join(map(str, missing))} with checkpoint_{checkpoint}.pth "
+                    f"(folds present: {', '.join(map(str, info.folds))})"
+                )
