@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medseg.cli._models import add_model_arguments
+
 HELP = "segment the sample CT with the bundled model and score the result (a first run, and a self-test)"
 
 
@@ -26,18 +28,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: CUDA when available"
     )
-    parser.add_argument("--model", type=Path, default=None, help="a model folder to try instead of the bundled one")
+    add_model_arguments(parser, required=False, several=False)
     parser.add_argument("--json", action="store_true", help="print summary.json (outputs, Dice, times) instead of lines")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from medseg.cli._render import print_json, progress_bar, stdout
-    from medseg.models.folder import require_model_folder
+    from medseg.cli._models import resolve_models
     from medseg.workflows.demo import MIN_DICE, run_demo
 
     if args.model is not None:
-        require_model_folder(args.model)
+        args.model = resolve_models(args)[0]
     with progress_bar(not args.quiet) as progress:
         demo = run_demo(args.output, device=args.device, model=args.model, progress=progress)
     if args.json:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medseg.cli._models import add_model_arguments
+
 HELP = "receive series over DICOM (a Storage SCP), segment each one, and send the SEG on"
 
 
@@ -23,9 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "PACS (e.g. Orthanc's DicomModalities, see docs/pacs.md) and send it series, or C-MOVE them to it. "
         "Stop with Ctrl-C or SIGTERM; the series being segmented is finished first.",
     )
-    parser.add_argument(
-        "--model", "-m", type=Path, required=True, help="a model folder (RUN_DIR/model of medseg train, or RUN_DIR itself)"
-    )
+    add_model_arguments(parser)
     parser.add_argument("--ae-title", default="MEDSEG", metavar="AET", help="our AE title (default: %(default)s)")
     parser.add_argument("--port", type=int, default=11112, help="the port to listen on (default: %(default)s)")
     parser.add_argument("--host", default="0.0.0.0", help="the address to listen on (default: every interface)")
@@ -71,11 +71,11 @@ def run(args: argparse.Namespace) -> int:
     from medseg.cli._render import stdout
     from medseg.cli.pacs import quiet_libraries
     from medseg.pacs.config import load_settings, parse_peer
-    from medseg.models.folder import require_model_folder
+    from medseg.cli._models import model_argument, resolve_models
     from medseg.workflows.listen import Listener, ListenerOptions, default_workers
 
     quiet_libraries(args)
-    require_model_folder(args.model)
+    models = resolve_models(args)
     forward = None
     if args.forward:
         path = Path(args.forward)
@@ -94,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
         queue_size=args.queue,
         workers=args.workers if args.workers is not None else default_workers(args.device),
         device=args.device,
+        folds=args.folds,
+        checkpoint=args.checkpoint,
     )
 
     def report(event: str, series_uid: str, message: str) -> None:
@@ -103,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    listener = Listener(options, model=args.model, on_event=report)
+    listener = Listener(options, model=model_argument(models), on_event=report)
     listener.start()
     where = forward.describe() if forward else f"the sender (port {args.return_port})"
     stdout.print(

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     rows = [
         ("kind", info.describe()),
-        ("runs in medseg", "yes" if info.runnable else "not yet (described only)"),
+        ("runs in medseg", "yes" if info.runnable else "no (weights missing)"),
         ("labels", ", ".join(f"{n} {name}" for n, name in info.labels.items()) or "-"),
         ("channels", ", ".join(info.channels) or "-"),
         ("modality", info.modality or "-"),

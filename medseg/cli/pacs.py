@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from medseg.cli._models import add_model_arguments
+
 HELP = "query, pull from, push to and segment series in a PACS (DICOMweb or DIMSE)"
 CONNECTION_HELP = (
     "The PACS is described once: a YAML file (--pacs, or $MEDSEG_PACS_FILE), MEDSEG_PACS_* environment variables "
@@ -73,9 +75,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "weights) referencing it is skipped unless --force. WORK/manifest.csv lists every series (pushed, "
         "skipped, failed); re-running finishes what is missing.",
     )
-    segment.add_argument(
-        "--model", "-m", type=Path, required=True, help="a model folder (RUN_DIR/model of medseg train, or RUN_DIR itself)"
-    )
+    add_model_arguments(segment)
     segment.add_argument(
         "--format", default="seg", metavar="LIST", help="comma-separated: seg, rtstruct (pushed), nifti (kept in WORK)"
     )
@@ -271,16 +271,23 @@ def run_push(args: argparse.Namespace) -> int:
 def run_segment(args: argparse.Namespace) -> int:
     from medseg.cli._render import error_when_silent, progress_bar, stdout
     from medseg.pacs.client import connect
-    from medseg.models.folder import require_model_folder
+    from medseg.cli._models import model_argument, resolve_models
     from medseg.workflows.pacs_segment import SegmentOptions, segment_series
 
     quiet_libraries(args)
-    require_model_folder(args.model)
+    models = resolve_models(args)
     formats = tuple(dict.fromkeys(f.strip().lower() for f in args.format.split(",") if f.strip()))
-    options = SegmentOptions(formats=formats, force=args.force, keep_images=args.keep_images, device=args.device)
+    options = SegmentOptions(
+        formats=formats,
+        force=args.force,
+        keep_images=args.keep_images,
+        device=args.device,
+        folds=args.folds,
+        checkpoint=args.checkpoint,
+    )
     query = _query(args)
     with connect(settings_from_args(args)) as pacs, progress_bar(not args.quiet) as progress:
-        report = segment_series(pacs, query, model=args.model, work=args.work, options=options, progress=progress)
+        report = segment_series(pacs, query, model=model_argument(models), work=args.work, options=options, progress=progress)
     style = {"pushed": "green", "skipped": "cyan", "failed": "red"}
     for result in report.results:
         s = result.series

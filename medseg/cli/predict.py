@@ -7,6 +7,8 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medseg.cli._models import add_model_arguments, model_argument, resolve_models
+
 if TYPE_CHECKING:
     from medseg.workflows.predict import CaseResult, PredictReport
 
@@ -26,14 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Exit code 0: all segmented; 1: some cases failed; 2: usage error.",
     )
     parser.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="image files, folders, DICOM trees")
-    parser.add_argument(
-        "--model",
-        "-m",
-        type=Path,
-        required=True,
-        help="a model folder (RUN_DIR/model of medseg train, or RUN_DIR itself), or 'bundled' for the phantom "
-        "model shipped with medseg",
-    )
+    add_model_arguments(parser)
     parser.add_argument("--output", "-o", type=Path, required=True, metavar="OUT", help="the output folder")
     parser.add_argument(
         "--format",
@@ -87,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
     from medseg.inference.engine import InferenceSettings
     from medseg.inference.inputs import parse_shard, shard_from_environment
     from medseg.io.dicom import DicomReadOptions
-    from medseg.models.folder import require_model_folder
 
     formats = tuple(dict.fromkeys(f.strip().lower() for f in args.format.split(",") if f.strip()))
     unknown = [f for f in formats if f not in FORMATS]
@@ -97,14 +91,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--overlap must be at least 0 and below 1, got {args.overlap}")
     if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if str(args.model) == "bundled" and not args.model.exists():
-        from medseg.models.bundled import bundled_model_path
-
-        args.model = bundled_model_path()
-    require_model_folder(args.model)
     for path in args.inputs:
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file or folder")
+    models = resolve_models(args)
     shard = parse_shard(args.shard) if args.shard is not None else shard_from_environment()
     options = PredictOptions(
         formats=formats,
@@ -117,9 +107,11 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         include_localizers=args.include_localizers,
         dicom=DicomReadOptions(irregular=args.irregular, tilt="keep"),
+        folds=args.folds,
+        checkpoint=args.checkpoint,
     )
     with progress_bar(not args.quiet) as progress:
-        report = predict(args.inputs, args.output, model=args.model, options=options, progress=progress)
+        report = predict(args.inputs, args.output, model=model_argument(models), options=options, progress=progress)
     style = {"done": "green", "exists": "cyan", "skipped": "yellow", "failed": "red"}
     counts = {s: sum(r.status == s for r in report.results) for s in style}
     if args.json:

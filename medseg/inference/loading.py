@@ -54,11 +54,11 @@ def load_segmenter(
             ]
             return MergedSegmenter(parts)
         model = paths[0]
-    from medseg.models.kinds import describe_model
+    from medseg.models.kinds import describe_model, model_kind
 
-    info = describe_model(model, checkpoint=checkpoint)
-    if info.kind == "medseg":
+    if model_kind(model) == "medseg":
         return Segmenter.from_folder(model, device=device, settings=settings)
+    info = describe_model(model, checkpoint=checkpoint)
     if info.kind == "nnunet":
         from medseg.inference.nnunet import NnunetSegmenter
 
@@ -66,6 +66,11 @@ def load_segmenter(
     from medseg.inference.bundle import BundleSegmenter
 
     return BundleSegmenter(info, device=device, settings=settings)
+
+
+def is_loaded(model: Any) -> bool:
+    """Whether ``model`` is a loaded segmenter rather than a path (or list of paths) to load."""
+    return not isinstance(model, (str, os.PathLike, list, tuple))
 
 
 def check_models(
@@ -76,15 +81,16 @@ def check_models(
     Raises:
         ModelError: not a model, a fold asked for that is not there, an unusable medseg folder.
     """
-    from medseg.models.folder import require_model_folder
-    from medseg.models.kinds import describe_model
+    from medseg.models.folder import require_complete_model_folder
+    from medseg.models.kinds import describe_model, model_kind
 
     paths = [model] if isinstance(model, (str, os.PathLike)) else list(model)
     for path in paths:
+        if model_kind(path) == "medseg":
+            require_complete_model_folder(path)
+            continue
         info = describe_model(path, checkpoint=checkpoint)
-        if info.kind == "medseg":
-            require_model_folder(path)
-        elif info.kind == "nnunet" and folds:
+        if info.kind == "nnunet" and folds:
             missing = sorted(set(folds) - set(info.folds))
             if missing:
                 raise ModelError(

@@ -114,11 +114,27 @@ def require_model_folder(path: str | os.PathLike[str]) -> Path:
     folder = model_folder(path)
     foreign = (folder / "plans.json").is_file() or (folder / "configs" / "metadata.json").is_file()
     if (folder.is_file() and zipfile.is_zipfile(folder)) or (not (folder / MODEL_METADATA).is_file() and foreign):
-        from medseg.models.kinds import require_runnable
+        from medseg.models.kinds import describe_model
 
-        require_runnable(folder)  # an nnU-Net model or MONAI bundle: says what it is
+        info = describe_model(folder)  # raises for a broken one, naming what it is
+        raise ModelError(
+            f"{path}: {info.describe()}, not a medseg model folder (medseg.inference.load_segmenter runs it)"
+        )
     if not folder.is_dir():
         raise ModelError(f"{path}: no model folder there (a model folder, or the training run's RUN_DIR holding one)")
+    return folder
+
+
+def require_complete_model_folder(path: str | os.PathLike[str]) -> Path:
+    """:func:`require_model_folder`, also refusing a folder without its weights, pipeline or ``model.json``.
+
+    Raises:
+        ModelError: no folder, a model of another kind, or a file missing (named).
+    """
+    folder = require_model_folder(path)
+    for name in (MODEL_WEIGHTS, MODEL_PIPELINE, MODEL_METADATA):
+        if not (folder / name).is_file():
+            raise ModelError(f"{folder}: not a complete model folder, {name} is missing")
     return folder
 
 
@@ -139,10 +155,7 @@ def load_model(
     from medseg.models import build_network, fast_cpu_norms
     from medseg.models.devices import resolve_device
 
-    folder = require_model_folder(folder)
-    for name in (MODEL_WEIGHTS, MODEL_PIPELINE, MODEL_METADATA):
-        if not (folder / name).is_file():
-            raise ModelError(f"{folder}: not a complete model folder, {name} is missing")
+    folder = require_complete_model_folder(folder)
     try:
         metadata = json.loads((folder / MODEL_METADATA).read_text())
     except (OSError, ValueError) as exc:

@@ -50,7 +50,7 @@ class ModelInfo:
         parameters: weights in all (of the first checkpoint), where they can be counted.
         trainer, configuration: nnU-Net's trainer class and configuration names.
         source: where it came from (training facts, the bundle's authors, ...).
-        runnable: whether medseg runs it today.
+        runnable: whether medseg can run it (a medseg model needs its weights).
     """
 
     kind: ModelKind
@@ -121,19 +121,18 @@ def describe_model(path: str | os.PathLike[str], *, checkpoint: str = "final") -
     )
 
 
-def require_runnable(path: str | os.PathLike[str]) -> ModelInfo:
-    """:func:`describe_model`, refusing a model medseg cannot run yet with one line that says what it is.
-
-    Raises:
-        ModelError: not a model, or an nnU-Net model or MONAI bundle.
-    """
-    info = describe_model(path)
-    if not info.runnable:
-        raise ModelError(
-            f"{path}: {info.describe()}; medseg runs its own models only so far "
-            "(see `medseg model PATH` for what this one is)"
-        )
-    return info
+def model_kind(path: str | os.PathLike[str]) -> ModelKind:
+    """The kind of model at ``path`` from the names of its files alone; anything unrecognised counts as medseg's."""
+    path = Path(path)
+    if path.is_file() and zipfile.is_zipfile(path):
+        return "monai-bundle"
+    if (path / "model.json").is_file() or (path / "model" / "model.json").is_file():
+        return "medseg"
+    if (path / "plans.json").is_file() and (path / "dataset.json").is_file():
+        return "nnunet"
+    if (path / "configs" / "metadata.json").is_file():
+        return "monai-bundle"
+    return "medseg"
 
 
 # -- kinds ------------------------------------------------------------------------------------------
@@ -216,6 +215,7 @@ def _nnunet(folder: Path, checkpoint: str) -> ModelInfo:
         trainer=match["trainer"] if match else None,
         configuration=configuration,
         source={"plans": plans.get("plans_name"), "dataset": folder.parent.name},
+        runnable=True,
     )
 
 
@@ -270,6 +270,7 @@ def _bundle_info(metadata: dict[str, Any], path: str, weights: list[str], parame
         checkpoints=weights,
         parameters=parameters,
         source={k: metadata[k] for k in ("authors", "copyright", "task", "description") if k in metadata},
+        runnable=True,
     )
 
 

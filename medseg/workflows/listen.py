@@ -72,6 +72,8 @@ class ListenerOptions:
         retry_interval: seconds between attempts to send results a peer did not take.
         device: ``auto``, ``cpu`` or ``cuda``.
         inference: sliding-window settings (None: the model's defaults).
+        folds: nnU-Net folds to average (None: every fold present).
+        checkpoint: nnU-Net's ``final`` or ``best`` checkpoint.
     """
 
     storage: Path
@@ -89,6 +91,8 @@ class ListenerOptions:
     retry_interval: float = 30.0
     device: str = "auto"
     inference: InferenceSettings = field(default_factory=InferenceSettings)
+    folds: tuple[int, ...] | None = None
+    checkpoint: str = "final"
 
     def __post_init__(self) -> None:
         check_ae_title(self.ae_title, "--ae-title")
@@ -189,19 +193,26 @@ class Listener:
 
         from medseg.pacs.dimse import RECEIVE_TRANSFER_SYNTAXES, set_no_delay
 
-        from medseg.models.folder import require_model_folder
+        from medseg.inference.loading import check_models, is_loaded
 
         model = self._model
-        if isinstance(model, Segmenter):
+        if is_loaded(model):
             self._segmenter = model
         else:
-            require_model_folder(model)
+            check_models(model, folds=self.options.folds, checkpoint=self.options.checkpoint)
             threads = max(1, (os.cpu_count() or 1) // self.options.workers)
             self._pool = ProcessPoolExecutor(
                 max_workers=self.options.workers,
                 mp_context=multiprocessing.get_context("spawn"),  # no forked torch or pynetdicom threads
                 initializer=_load_worker_model,
-                initargs=(str(model), self.options.device, self.options.inference, threads),
+                initargs=(
+                    [str(m) for m in model] if isinstance(model, (list, tuple)) else str(model),
+                    self.options.device,
+                    self.options.inference,
+                    threads,
+                    self.options.folds,
+                    self.options.checkpoint,
+                ),
             )
         for folder in (self._incoming, self._results, self._state):
             folder.mkdir(parents=True, exist_ok=True)
@@ -478,12 +489,21 @@ _CaseOutcome = tuple[str | None, str, list[str], str, float]
 _WORKER: dict[str, Any] = {}  # in a worker process: its segmenter and options
 
 
-def _load_worker_model(model: str, device: str, inference: InferenceSettings, threads: int) -> None:
+def _load_worker_model(
+    model: str | list[str],
+    device: str,
+    inference: InferenceSettings,
+    threads: int,
+    folds: tuple[int, ...] | None = None,
+    checkpoint: str = "final",
+) -> None:
     """Initialise a worker process: PyTorch's threads, and the model loaded once."""
     import torch
 
     torch.set_num_threads(threads)
-    _WORKER["segmenter"] = Segmenter.from_folder(model, device=device, settings=inference)
+    from medseg.inference.loading import load_segmenter
+
+    _WORKER["segmenter"] = load_segmenter(model, device=device, settings=inference, folds=folds, checkpoint=checkpoint)
     _WORKER["device"], _WORKER["inference"] = device, inference
 
 

@@ -34,6 +34,7 @@ from pydicom.dataset import Dataset
 
 from medseg.errors import ConfigError, MedsegError
 from medseg.inference.engine import InferenceSettings, Segmenter
+from medseg.inference.loading import is_loaded, load_segmenter
 from medseg.io.dicom_outputs import AlgorithmIdentity
 from medseg.io.files import write_atomically
 from medseg.pacs.client import PacsClient
@@ -70,6 +71,8 @@ class SegmentOptions:
         keep_images: keep the pulled images in ``WORK/images`` after a series is pushed.
         device: ``auto``, ``cpu`` or ``cuda``.
         inference: overlap, windows per batch, mirroring (None: the model's defaults).
+        folds: nnU-Net folds to average (None: every fold present).
+        checkpoint: nnU-Net's ``final`` or ``best`` checkpoint.
     """
 
     formats: tuple[str, ...] = ("seg",)
@@ -77,6 +80,8 @@ class SegmentOptions:
     keep_images: bool = False
     device: str = "auto"
     inference: InferenceSettings = field(default_factory=InferenceSettings)
+    folds: tuple[int, ...] | None = None
+    checkpoint: str = "final"
 
     def __post_init__(self) -> None:
         from medseg.workflows.predict import FORMATS
@@ -130,7 +135,7 @@ def segment_series(
     Args:
         client: the PACS (see :func:`medseg.pacs.client.connect`).
         query: which series; non-image series (SEG, RTSTRUCT, SR, ...) are left out.
-        model: a model folder or a loaded :class:`Segmenter`.
+        model: a model (or list of models to merge), or a loaded segmenter.
         work: the work folder (created): pulled images, results, ``manifest.csv``.
         options: formats, force, device and inference settings.
         progress: ``(stage, done, total)`` callbacks.
@@ -153,8 +158,8 @@ def segment_series(
     if not series_list:
         report.seconds = time.monotonic() - started
         return report
-    segmenter = model if isinstance(model, Segmenter) else Segmenter.from_folder(
-        model, device=options.device, settings=options.inference
+    segmenter = model if is_loaded(model) else load_segmenter(
+        model, device=options.device, settings=options.inference, folds=options.folds, checkpoint=options.checkpoint
     )
     identity = segmenter.model_identity
     algorithm = AlgorithmIdentity(name=identity["name"], version=identity["version"])

@@ -31,6 +31,7 @@ from typing import Literal
 
 from medseg.errors import ConfigError, InputError, MedsegError
 from medseg.inference.engine import InferenceSettings, Segmenter
+from medseg.inference.loading import is_loaded, load_segmenter
 from medseg.inference.guardrails import check_image
 from medseg.inference.inputs import Case, collect_cases, select_shard
 from medseg.inference.quality import CaseQuality, assess_case, batch_flags
@@ -73,6 +74,8 @@ class PredictOptions:
         include_localizers: also segment localizer/scout series.
         dicom: how irregular and tilted series are read; tilted ones are kept on their
             acquired (sheared) grid by default, so the mask lands on the acquired slices.
+        folds: nnU-Net folds to average (None: every fold present).
+        checkpoint: nnU-Net's ``final`` or ``best`` checkpoint.
     """
 
     formats: tuple[str, ...] = ("nifti",)
@@ -85,6 +88,8 @@ class PredictOptions:
     overwrite: bool = False
     include_localizers: bool = False
     dicom: DicomReadOptions = field(default_factory=lambda: DicomReadOptions(tilt="keep"))
+    folds: tuple[int, ...] | None = None
+    checkpoint: str = "final"
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.formats if f not in FORMATS]
@@ -142,7 +147,7 @@ def predict(
     inputs: Sequence[str | os.PathLike[str]],
     output: str | os.PathLike[str],
     *,
-    model: str | os.PathLike[str] | Segmenter,
+    model: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Segmenter,
     options: PredictOptions | None = None,
     progress: Progress | None = None,
 ) -> PredictReport:
@@ -151,7 +156,8 @@ def predict(
     Args:
         inputs: image files, folders of them, DICOM files, folders or trees.
         output: the output folder (created).
-        model: a model folder (``RUN_DIR/model``) or a loaded :class:`Segmenter`.
+        model: a model (folder, ``RUN_DIR``, nnU-Net folder, MONAI bundle), a list of them to merge,
+            or a loaded segmenter (:func:`~medseg.inference.loading.load_segmenter`).
         options: formats, device, inference settings, shard, extras.
         progress: ``(stage, done, total)`` callbacks.
 
@@ -168,12 +174,12 @@ def predict(
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
-    segmenter = model if isinstance(model, Segmenter) else Segmenter.from_folder(
-        model, device=options.device, settings=options.inference
+    segmenter = model if is_loaded(model) else load_segmenter(
+        model, device=options.device, settings=options.inference, folds=options.folds, checkpoint=options.checkpoint
     )
     found = collect_cases(
         inputs,
-        channels=len(segmenter.pipeline.preprocessing.channels),
+        channels=len(segmenter.facts.channels),
         include_localizers=options.include_localizers,
         exclude=out,
         progress=None if progress is None else lambda done, total: progress("scan", done, total),
@@ -251,7 +257,7 @@ def _run_case(
     warnings: list[str] = []
     try:
         image = _read(case, options)
-        warnings = check_image(image, segmenter.pipeline, fingerprint=segmenter.fingerprint, strict=options.strict)
+        warnings = check_image(image, segmenter.facts, fingerprint=segmenter.fingerprint, strict=options.strict)
         for warning in warnings:
             log.warning("%s: %s", case.name, warning)
         labels, confidence = segmenter.segment_with_confidence(
