@@ -267,7 +267,7 @@ def _run_case(
         del confidence
         for flag in quality.flags:
             log.info("%s: flagged: %s", case.name, flag)
-        notes: list[str] = []
+        notes: list[str] = list(getattr(segmenter, "last_notes", ()))  # a merge of several models says what it resolved
         if image.source.resampled and any(kind in paths for kind in ("seg", "rtstruct")):
             paths = {kind: path for kind, path in paths.items() if kind not in ("seg", "rtstruct")}
             notes.append("SEG/RTSTRUCT not written: the series was resampled (irregular slices), so its slices are "
