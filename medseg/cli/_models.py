@@ -35,6 +35,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, required: bool = Tru
         default="final",
         help="nnU-Net models: checkpoint_final.pth (default) or checkpoint_best.pth",
     )
+    parser.add_argument(
+        "--orientation",
+        choices=("stored", "ras"),
+        default=None,
+        help="nnU-Net models: hand the network the voxels as the scan stores them (stored, as nnUNetv2_predict) "
+        "or reordered to RAS (ras, as TotalSegmentator); default: ras for TotalSegmentator models, else stored",
+    )
 
 
 def resolve_models(args: argparse.Namespace) -> list[Path]:
@@ -54,8 +61,7 @@ def resolve_models(args: argparse.Namespace) -> list[Path]:
 
             path = bundled_model_path()
         models.append(path)
-    args.folds = parse_folds(args.folds)
-    check_models(models, folds=args.folds, checkpoint=args.checkpoint)
+    check_models(models, model_options(args))
     return models
 
 
@@ -76,6 +82,17 @@ def parse_folds(text: str | tuple[int, ...] | None) -> tuple[int, ...] | None:
     if not folds or any(f < 0 for f in folds):
         raise ConfigError(f"--folds takes comma-separated fold numbers such as 0,1,2, got {text!r}")
     return folds
+
+
+def model_options(args: argparse.Namespace):  # -> medseg.inference.loading.ModelOptions
+    """The nnU-Net options given (folds parsed).
+
+    Raises:
+        ConfigError: a malformed --folds.
+    """
+    from medseg.inference.loading import ModelOptions
+
+    return ModelOptions(folds=parse_folds(args.folds), checkpoint=args.checkpoint, orientation=args.orientation)
 
 
 def model_argument(models: list[Path]) -> Path | list[Path]:

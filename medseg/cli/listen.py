@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from medseg.cli._render import stdout
     from medseg.cli.pacs import quiet_libraries
     from medseg.pacs.config import load_settings, parse_peer
-    from medseg.cli._models import model_argument, resolve_models
+    from medseg.cli._models import model_argument, model_options, resolve_models
     from medseg.workflows.listen import Listener, ListenerOptions, default_workers
 
     quiet_libraries(args)
@@ -94,8 +94,7 @@ def run(args: argparse.Namespace) -> int:
         queue_size=args.queue,
         workers=args.workers if args.workers is not None else default_workers(args.device),
         device=args.device,
-        folds=args.folds,
-        checkpoint=args.checkpoint,
+        model_options=model_options(args),
     )
 
     def report(event: str, series_uid: str, message: str) -> None:

@@ -271,7 +271,7 @@ def run_push(args: argparse.Namespace) -> int:
 def run_segment(args: argparse.Namespace) -> int:
     from medseg.cli._render import error_when_silent, progress_bar, stdout
     from medseg.pacs.client import connect
-    from medseg.cli._models import model_argument, resolve_models
+    from medseg.cli._models import model_argument, model_options, resolve_models
     from medseg.workflows.pacs_segment import SegmentOptions, segment_series
 
     quiet_libraries(args)
@@ -282,8 +282,7 @@ def run_segment(args: argparse.Namespace) -> int:
         force=args.force,
         keep_images=args.keep_images,
         device=args.device,
-        folds=args.folds,
-        checkpoint=args.checkpoint,
+        model_options=model_options(args),
     )
     query = _query(args)
     with connect(settings_from_args(args)) as pacs, progress_bar(not args.quiet) as progress:

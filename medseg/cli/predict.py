@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medseg.cli._models import add_model_arguments, model_argument, resolve_models
+from medseg.cli._models import add_model_arguments, model_argument, model_options, resolve_models
 
 if TYPE_CHECKING:
     from medseg.workflows.predict import CaseResult, PredictReport
@@ -107,8 +107,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         include_localizers=args.include_localizers,
         dicom=DicomReadOptions(irregular=args.irregular, tilt="keep"),
-        folds=args.folds,
-        checkpoint=args.checkpoint,
+        model_options=model_options(args),
     )
     with progress_bar(not args.quiet) as progress:
         report = predict(args.inputs, args.output, model=model_argument(models), options=options, progress=progress)

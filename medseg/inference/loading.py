@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,13 +21,42 @@ from medseg.inference.engine import InferenceSettings, Segmenter
 ModelPath = str | os.PathLike[str]
 
 
+@dataclass(frozen=True)
+class ModelOptions:
+    """How to load a model of another tool; medseg's own models ignore these.
+
+    Attributes:
+        folds: nnU-Net folds to average (None: every fold present).
+        checkpoint: nnU-Net's ``final`` or ``best`` checkpoint.
+        orientation: nnU-Net: ``stored`` (the voxels as the scan stores them, as ``nnUNetv2_predict``),
+            ``ras`` (reordered to the closest RAS axes, as TotalSegmentator feeds its models), or None
+            (``ras`` for a TotalSegmentator dataset, else ``stored``).
+
+    Raises:
+        ConfigError: an unknown checkpoint or orientation, or a negative fold.
+    """
+
+    folds: tuple[int, ...] | None = None
+    checkpoint: str = "final"
+    orientation: str | None = None
+
+    def __post_init__(self) -> None:
+        from medseg.errors import ConfigError
+
+        if self.checkpoint not in ("final", "best"):
+            raise ConfigError(f"checkpoint takes final or best, got {self.checkpoint!r}")
+        if self.orientation not in (None, "stored", "ras"):
+            raise ConfigError(f"orientation takes stored or ras, got {self.orientation!r}")
+        if self.folds is not None and (not self.folds or any(f < 0 for f in self.folds)):
+            raise ConfigError(f"folds must be fold numbers (0, 1, ...), got {self.folds!r}")
+
+
 def load_segmenter(
     model: ModelPath | Sequence[ModelPath],
     *,
     device: str | torch.device = "auto",
     settings: InferenceSettings = InferenceSettings(),
-    folds: Sequence[int] | None = None,
-    checkpoint: str = "final",
+    options: ModelOptions | None = None,
 ) -> Any:
     """The segmenter for the model (or models) at ``model``, loaded once.
 
@@ -35,8 +65,7 @@ def load_segmenter(
             folder or ``.zip``; or a list of them, whose labels are merged into one map.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a torch device.
         settings: sliding-window overrides (medseg models; nnU-Net takes overlap and mirroring).
-        folds: nnU-Net folds to average (default: every fold present).
-        checkpoint: nnU-Net's ``final`` or ``best`` checkpoint.
+        options: nnU-Net folds, checkpoint and orientation.
 
     Raises:
         ModelError: not a model medseg knows, a missing fold or checkpoint, a package the model needs.
@@ -49,20 +78,21 @@ def load_segmenter(
         if len(paths) > 1:
             from medseg.inference.merge import MergedSegmenter
 
-            parts = [
-                load_segmenter(p, device=device, settings=settings, folds=folds, checkpoint=checkpoint) for p in paths
-            ]
+            parts = [load_segmenter(p, device=device, settings=settings, options=options) for p in paths]
             return MergedSegmenter(parts)
         model = paths[0]
     from medseg.models.kinds import describe_model, model_kind
 
+    options = options or ModelOptions()
     if model_kind(model) == "medseg":
         return Segmenter.from_folder(model, device=device, settings=settings)
-    info = describe_model(model, checkpoint=checkpoint)
+    info = describe_model(model, checkpoint=options.checkpoint)
     if info.kind == "nnunet":
         from medseg.inference.nnunet import NnunetSegmenter
 
-        return NnunetSegmenter(info, device=device, settings=settings, folds=folds)
+        return NnunetSegmenter(
+            info, device=device, settings=settings, folds=options.folds, orientation=options.orientation
+        )
     from medseg.inference.bundle import BundleSegmenter
 
     return BundleSegmenter(info, device=device, settings=settings)
@@ -73,9 +103,7 @@ def is_loaded(model: Any) -> bool:
     return not isinstance(model, (str, os.PathLike, list, tuple))
 
 
-def check_models(
-    model: ModelPath | Sequence[ModelPath], *, folds: Sequence[int] | None = None, checkpoint: str = "final"
-) -> None:
+def check_models(model: ModelPath | Sequence[ModelPath], options: ModelOptions | None = None) -> None:
     """Fail fast, before any work, on a model that cannot be loaded: reads only the small files.
 
     Raises:
@@ -84,6 +112,8 @@ def check_models(
     from medseg.models.folder import require_complete_model_folder
     from medseg.models.kinds import describe_model, model_kind
 
+    options = options or ModelOptions()
+    folds, checkpoint = options.folds, options.checkpoint
     paths = [model] if isinstance(model, (str, os.PathLike)) else list(model)
     for path in paths:
         if model_kind(path) == "medseg":

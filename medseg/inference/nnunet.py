@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
+from medseg.errors import ConfigError
 from medseg.inference.engine import InferenceSettings
 from medseg.inference.foreign import ForeignSegmenter
 from medseg.inference.window import Progress
@@ -55,6 +56,10 @@ class NnunetSegmenter(ForeignSegmenter):
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a torch device.
         settings: ``overlap`` (tile step ``1 - overlap``) and ``tta`` (mirroring) override nnU-Net's defaults.
         folds: the folds to average (default: every fold present).
+        orientation: ``stored`` hands the network the voxels in the order the scan stores them, as
+            ``nnUNetv2_predict`` does; ``ras`` reorders them to the closest RAS axes first (and back
+            after), as TotalSegmentator does for its models. Default: ``ras`` for a dataset named
+            TotalSegmentator, else ``stored``.
 
     Raises:
         ModelError: see :func:`~medseg.models.nnunet.load_nnunet`.
@@ -67,14 +72,24 @@ class NnunetSegmenter(ForeignSegmenter):
         device: str | torch.device = "auto",
         settings: InferenceSettings = InferenceSettings(),
         folds: Sequence[int] | None = None,
+        orientation: str | None = None,
     ) -> None:
         super().__init__(info, device=device, settings=settings)
+        if orientation not in (None, "stored", "ras"):
+            raise ConfigError(f"orientation takes stored or ras, got {orientation!r}")
+        # TotalSegmentator reorients every scan to RAS before its nnU-Net models see it
+        self.orientation = orientation or ("ras" if "totalsegmentator" in info.name.lower() else "stored")
         self.model: NnunetModel = load_nnunet(info, folds=folds, device=self.device)
         self.folds = tuple(self.model.weights)
         self.overlap = float(settings.overlap) if settings.overlap is not None else 1 - TILE_STEP
         self.batch_size = 1
         self.mirror_axes = self.model.mirror_axes if settings.tta is not False else ()
-        self.metadata.update(trainer=self.model.trainer, configuration=self.model.plan.configuration, folds=self.folds)
+        self.metadata.update(
+            trainer=self.model.trainer,
+            configuration=self.model.plan.configuration,
+            folds=self.folds,
+            orientation=self.orientation,
+        )
         log.info(
             "nnU-Net model %s: %s, folds %s, patch %s, spacing %s, mirror axes %s",
             info.name, self.model.plan.configuration, list(self.folds), list(self.model.plan.patch_size),
@@ -87,11 +102,28 @@ class NnunetSegmenter(ForeignSegmenter):
         return max(self.model.plan.labels, default=0) + 1
 
     def _predict(self, image: Volume, progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
+        array, spacing = image.array, tuple(float(v) for v in image.geometry.spacing)
+        if self.orientation == "ras":
+            axes, flips = _ras_axes(image)
+            array = np.flip(array.transpose(0, *[a + 1 for a in axes]), [w + 1 for w in range(3) if flips[w]])
+            spacing = tuple(spacing[a] for a in axes)
+        labels, confidence = self._run(array, spacing, progress)
+        if self.orientation == "ras":
+            back = tuple(int(v) for v in np.argsort(axes))
+            flipped = [w for w in range(3) if flips[w]]
+            labels = np.ascontiguousarray(np.flip(labels, flipped).transpose(back))
+            confidence = np.ascontiguousarray(np.flip(confidence, flipped).transpose(back))
+        return labels, confidence
+
+    def _run(
+        self, array: np.ndarray, voxel_spacing: tuple[float, ...], progress: Progress | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and confidence for ``(C, I, J, K)`` voxels stored in this order, with this spacing."""
         plan = self.model.plan
         # nnU-Net's axis order: SimpleITK's (voxel axes reversed), then transpose_forward
         order = [2 - a for a in plan.transpose_forward]  # our (I, J, K) axes in the network's order
-        spacing = [float(image.geometry.spacing[a]) for a in order]
-        data = np.transpose(image.array, (0, *[a + 1 for a in order])).astype(np.float32)
+        spacing = [voxel_spacing[a] for a in order]
+        data = np.transpose(array, (0, *[a + 1 for a in order])).astype(np.float32)
         box, mask = nonzero_box(data)
         data = np.ascontiguousarray(data[(slice(None), *box)])
         cropped = data.shape[1:]
@@ -117,7 +149,7 @@ class NnunetSegmenter(ForeignSegmenter):
         labels, confidence = self._to_cropped_grid(logits, cropped, current=target, new=spacing)
         del logits
         # undo the crop, then the transpose (the network's order back to ours)
-        full = tuple(image.spatial_shape[a] for a in order)
+        full = tuple(array.shape[1:][a] for a in order)
         label_map = np.zeros(full, dtype=labels.dtype)
         certainty = np.full(full, 255, dtype=np.uint8)
         label_map[box], certainty[box] = labels, confidence
@@ -216,6 +248,19 @@ class NnunetSegmenter(ForeignSegmenter):
             del best
         confidence = resampled(_confidence(logits, regions=plan.regions is not None))
         return labels, np.clip(np.rint(confidence.astype(np.float32) * 255), 0, 255).astype(np.uint8)
+
+
+def _ras_axes(image: Volume) -> tuple[tuple[int, ...], tuple[bool, ...]]:
+    """Per RAS axis (R, A, S): the voxel axis closest to it, and whether that axis runs against it."""
+    from nibabel.orientations import io_orientation
+
+    orientation = io_orientation(image.geometry.affine_ras)  # per voxel axis: (world axis, +1 or -1)
+    axes = [0, 0, 0]
+    flips = [False, False, False]
+    for voxel_axis, (world, sense) in enumerate(orientation):
+        axes[int(world)] = voxel_axis
+        flips[int(world)] = sense < 0
+    return tuple(axes), tuple(flips)
 
 
 def _confidence(logits: torch.Tensor, *, regions: bool) -> np.ndarray:

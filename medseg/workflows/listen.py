@@ -40,6 +40,7 @@ from typing import Any
 
 from medseg.errors import ConfigError, MedsegError, PacsError
 from medseg.inference.engine import InferenceSettings, Segmenter
+from medseg.inference.loading import ModelOptions
 from medseg.io.files import write_atomically
 from medseg.pacs.config import PacsSettings, check_ae_title
 from medseg.pacs.model import folder_name
@@ -72,8 +73,7 @@ class ListenerOptions:
         retry_interval: seconds between attempts to send results a peer did not take.
         device: ``auto``, ``cpu`` or ``cuda``.
         inference: sliding-window settings (None: the model's defaults).
-        folds: nnU-Net folds to average (None: every fold present).
-        checkpoint: nnU-Net's ``final`` or ``best`` checkpoint.
+        model_options: nnU-Net folds, checkpoint and orientation (:class:`~medseg.inference.loading.ModelOptions`).
     """
 
     storage: Path
@@ -91,8 +91,7 @@ class ListenerOptions:
     retry_interval: float = 30.0
     device: str = "auto"
     inference: InferenceSettings = field(default_factory=InferenceSettings)
-    folds: tuple[int, ...] | None = None
-    checkpoint: str = "final"
+    model_options: ModelOptions = field(default_factory=ModelOptions)
 
     def __post_init__(self) -> None:
         check_ae_title(self.ae_title, "--ae-title")
@@ -199,7 +198,7 @@ class Listener:
         if is_loaded(model):
             self._segmenter = model
         else:
-            check_models(model, folds=self.options.folds, checkpoint=self.options.checkpoint)
+            check_models(model, self.options.model_options)
             threads = max(1, (os.cpu_count() or 1) // self.options.workers)
             self._pool = ProcessPoolExecutor(
                 max_workers=self.options.workers,
@@ -210,8 +209,7 @@ class Listener:
                     self.options.device,
                     self.options.inference,
                     threads,
-                    self.options.folds,
-                    self.options.checkpoint,
+                    self.options.model_options,
                 ),
             )
         for folder in (self._incoming, self._results, self._state):
@@ -494,8 +492,7 @@ def _load_worker_model(
     device: str,
     inference: InferenceSettings,
     threads: int,
-    folds: tuple[int, ...] | None = None,
-    checkpoint: str = "final",
+    model_options: ModelOptions | None = None,
 ) -> None:
     """Initialise a worker process: PyTorch's threads, and the model loaded once."""
     import torch
@@ -503,7 +500,7 @@ def _load_worker_model(
     torch.set_num_threads(threads)
     from medseg.inference.loading import load_segmenter
 
-    _WORKER["segmenter"] = load_segmenter(model, device=device, settings=inference, folds=folds, checkpoint=checkpoint)
+    _WORKER["segmenter"] = load_segmenter(model, device=device, settings=inference, options=model_options)
     _WORKER["device"], _WORKER["inference"] = device, inference
 
 

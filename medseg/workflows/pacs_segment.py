@@ -34,7 +34,7 @@ from pydicom.dataset import Dataset
 
 from medseg.errors import ConfigError, MedsegError
 from medseg.inference.engine import InferenceSettings, Segmenter
-from medseg.inference.loading import is_loaded, load_segmenter
+from medseg.inference.loading import ModelOptions, is_loaded, load_segmenter
 from medseg.io.dicom_outputs import AlgorithmIdentity
 from medseg.io.files import write_atomically
 from medseg.pacs.client import PacsClient
@@ -71,8 +71,7 @@ class SegmentOptions:
         keep_images: keep the pulled images in ``WORK/images`` after a series is pushed.
         device: ``auto``, ``cpu`` or ``cuda``.
         inference: overlap, windows per batch, mirroring (None: the model's defaults).
-        folds: nnU-Net folds to average (None: every fold present).
-        checkpoint: nnU-Net's ``final`` or ``best`` checkpoint.
+        model_options: nnU-Net folds, checkpoint and orientation (:class:`~medseg.inference.loading.ModelOptions`).
     """
 
     formats: tuple[str, ...] = ("seg",)
@@ -80,8 +79,7 @@ class SegmentOptions:
     keep_images: bool = False
     device: str = "auto"
     inference: InferenceSettings = field(default_factory=InferenceSettings)
-    folds: tuple[int, ...] | None = None
-    checkpoint: str = "final"
+    model_options: ModelOptions = field(default_factory=ModelOptions)
 
     def __post_init__(self) -> None:
         from medseg.workflows.predict import FORMATS
@@ -159,7 +157,7 @@ def segment_series(
         report.seconds = time.monotonic() - started
         return report
     segmenter = model if is_loaded(model) else load_segmenter(
-        model, device=options.device, settings=options.inference, folds=options.folds, checkpoint=options.checkpoint
+        model, device=options.device, settings=options.inference, options=options.model_options
     )
     identity = segmenter.model_identity
     algorithm = AlgorithmIdentity(name=identity["name"], version=identity["version"])

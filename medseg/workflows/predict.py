@@ -31,7 +31,7 @@ from typing import Literal
 
 from medseg.errors import ConfigError, InputError, MedsegError
 from medseg.inference.engine import InferenceSettings, Segmenter
-from medseg.inference.loading import is_loaded, load_segmenter
+from medseg.inference.loading import ModelOptions, is_loaded, load_segmenter
 from medseg.inference.guardrails import check_image
 from medseg.inference.inputs import Case, collect_cases, select_shard
 from medseg.inference.quality import CaseQuality, assess_case, batch_flags
@@ -74,8 +74,7 @@ class PredictOptions:
         include_localizers: also segment localizer/scout series.
         dicom: how irregular and tilted series are read; tilted ones are kept on their
             acquired (sheared) grid by default, so the mask lands on the acquired slices.
-        folds: nnU-Net folds to average (None: every fold present).
-        checkpoint: nnU-Net's ``final`` or ``best`` checkpoint.
+        model_options: nnU-Net folds, checkpoint and orientation (:class:`~medseg.inference.loading.ModelOptions`).
     """
 
     formats: tuple[str, ...] = ("nifti",)
@@ -88,8 +87,7 @@ class PredictOptions:
     overwrite: bool = False
     include_localizers: bool = False
     dicom: DicomReadOptions = field(default_factory=lambda: DicomReadOptions(tilt="keep"))
-    folds: tuple[int, ...] | None = None
-    checkpoint: str = "final"
+    model_options: ModelOptions = field(default_factory=ModelOptions)
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.formats if f not in FORMATS]
@@ -175,7 +173,7 @@ def predict(
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
     segmenter = model if is_loaded(model) else load_segmenter(
-        model, device=options.device, settings=options.inference, folds=options.folds, checkpoint=options.checkpoint
+        model, device=options.device, settings=options.inference, options=options.model_options
     )
     found = collect_cases(
         inputs,
