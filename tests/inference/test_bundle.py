@@ -307,9 +307,10 @@ def test_agrees_with_monai_bundle_run_voxel_for_voxel(bundle, cases, segmenter, 
         assert score >= MIN_DICE, f"{name}: Dice {score:.3f}"
 
 
-def test_labels_segments_and_confidence(segmenter, cases):
+def test_labels_segments_and_confidence(bundle, segmenter, cases):
     path, truth = cases["oblique"]
     labels, confidence = segmenter.segment_with_confidence(read_image(path))
+    assert not (bundle / "eval").exists()  # SaveImaged's output_dir: the writer was left out
     assert [(s.number, s.name) for s in labels.segments] == [(1, "spleen")]
     assert labels.segments[0].type is not None  # spleen has a SNOMED code medseg knows
     assert set(np.unique(labels.array)) == {0, 1}
