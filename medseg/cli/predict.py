@@ -44,9 +44,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--tta",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="mirror test-time augmentation over the model's mirror axes (default: on for CUDA, off on CPU)",
+        help="mirror test-time augmentation over the model's mirror axes (default: on for CUDA, off on CPU; "
+        "nnU-Net models: on, as nnUNetv2_predict)",
     )
-    parser.add_argument("--overlap", type=float, default=None, metavar="F", help="sliding-window overlap, 0 <= F < 1")
+    parser.add_argument(
+        "--overlap", type=float, default=None, metavar="F",
+        help="sliding-window overlap, 0 <= F < 1 (nnU-Net models: default 0.5, a tile step of 1 - F)",
+    )
     parser.add_argument("--batch-size", type=int, default=None, metavar="N", help="windows per forward pass")
     parser.add_argument(
         "--shard",
