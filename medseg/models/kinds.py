@@ -296,4 +296,11 @@ def _count_parameters(path: Path, *, key: str | None = None) -> int | None:
         state = state.get(key, state)
     if not isinstance(state, dict):
         return None
-    return int(sum(t.numel() for t in state.values() if isinstance(t, torch.Tensor) and t.is_floating_point()))
+    seen, count = set(), 0
+    for tensor in state.values():  # nnU-Net's decoder holds the encoder again: count shared tensors once
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+            key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+            if key not in seen:
+                seen.add(key)
+                count += tensor.numel()
+    return count
