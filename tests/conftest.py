@@ -60,3 +60,49 @@ def browser(tmp_path_factory):
     driver.downloads = downloads
     yield driver
     driver.quit()
+
+
+#: The reference nnU-Net models the ``nnunet_models`` fixture can make, by variant: keyword arguments
+#: of ``tests.nnunet_reference.build_reference`` (dataset 501 is planned for 2d and 3d_fullres at once).
+NNUNET_VARIANTS = {
+    "3d": {"dataset_id": 501, "configurations": ("2d", "3d_fullres")},
+    "2d": {"dataset_id": 501, "configurations": ("2d", "3d_fullres"), "configuration": "2d"},
+    "no_mirroring": {
+        "dataset_id": 501,
+        "configurations": ("2d", "3d_fullres"),
+        "trainer": "nnUNetTrainerMedsegTinyNoMirroring",
+    },
+    "regions": {"dataset_id": 503, "name": "MedsegPhantomRegions", "regions": True},
+    "mr": {"dataset_id": 504, "name": "MedsegPhantomMR", "modality": "MR"},
+}
+
+
+@pytest.fixture(scope="session")
+def nnunet_models(tmp_path_factory):
+    """``get(variant)``: a real nnU-Net model (:data:`NNUNET_VARIANTS`) and nnU-Net's predictions, made once a session.
+
+    Each is planned, trained (custom trainer, CPU) and run by nnU-Net's own commands
+    (``tests/nnunet_reference.py``): about 2 minutes for the first (planning included), 1.5 for each
+    further variant on the same dataset. ``$MEDSEG_NNUNET_CACHE`` names a folder to keep them in across
+    sessions (delete it after changing the reference helpers). Skips where nnunetv2 is not installed.
+    """
+    pytest.importorskip("nnunetv2")
+    from tests.nnunet_reference import build_reference
+
+    cache = os.environ.get("MEDSEG_NNUNET_CACHE")
+    root = Path(cache) if cache else tmp_path_factory.mktemp("nnunet_reference")
+    built = {}
+
+    def get(variant: str = "3d"):
+        if variant not in built:
+            built[variant] = build_reference(root, **NNUNET_VARIANTS[variant])
+        return built[variant]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def nnunet_model(nnunet_models):
+    """nnU-Net's 3d_fullres reference (``tests.nnunet_reference.Reference``): ``model_folder``, ``inputs``
+    (``<case>_0000.nii.gz``), ``truth`` and ``predictions`` (``<case>.nii.gz``), ``labels``, ``seconds``."""
+    return nnunet_models("3d")
