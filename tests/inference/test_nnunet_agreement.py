@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -89,3 +90,45 @@ def test_a_dicom_series_through_predict_gives_nnunets_labels_and_a_seg(nnunet_mo
     assert {s.name for s in seg.segments} <= {"liver", "spleen", "kidney"} and seg.segments
     algorithm = pydicom.dcmread(out / case / f"{case}.seg.dcm").SegmentSequence[0]
     assert algorithm.SegmentationAlgorithmIdentificationSequence[0].AlgorithmName == nnunet_model.model_folder.parent.name
+
+
+@pytest.mark.parametrize("variant", ["2d", "regions", "mr"])
+def test_2d_region_based_and_mr_models_agree_too(nnunet_models, variant):
+    """A 2D configuration (slice by slice), regions painted in regions_class_order, z-scores of an MR."""
+    reference = nnunet_models(variant)
+    segmenter = load_segmenter(reference.model_folder, device="cpu")
+    plan = segmenter.model.plan
+    assert {"2d": plan.is_2d, "regions": plan.regions is not None, "mr": plan.normalization[0] == "ZScoreNormalization"}[
+        variant
+    ]
+    figures = _agreement(segmenter, reference)
+    assert min(figures.values()) >= AGREEMENT, figures
+
+
+def test_a_scan_with_other_channels_is_one_failed_case(nnunet_model, tmp_path):
+    from medseg.io import write_image
+    from medseg.volume import Volume
+
+    image = read_image(next(nnunet_model.inputs.glob("*.nii.gz")))
+    two = Volume(np.concatenate([image.array, image.array]), image.geometry)
+    write_image(two, tmp_path / "in" / "two.nii.gz")
+    code = main(["predict", str(tmp_path / "in"), "--model", str(nnunet_model.model_folder), "-o", str(tmp_path / "o")])
+    assert code == 1
+    manifest = (tmp_path / "o" / "manifest.csv").read_text()
+    assert "the image has 2 channel(s); the model takes 1 (CT)" in manifest
+
+
+def test_several_models_merge_into_one_map(nnunet_model, tmp_path, capsys):
+    """The bundled phantom model and the nnU-Net model name the same organs: one label each, the bundled model first."""
+    case = nnunet_model.cases[0]
+    out = tmp_path / "out"
+    code = main(["predict", str(nnunet_model.inputs / f"{case}_0000.nii.gz"), "--model", "bundled",
+                 "--model", str(nnunet_model.model_folder), "-o", str(out), "--device", "cpu", "--json"])
+    assert code == 0
+    (result,) = json.loads(capsys.readouterr().out)["cases"]
+    assert set(result["volumes_ml"]) <= {"liver", "spleen", "kidney"} and result["volumes_ml"]
+    merged = read_nifti(out / f"{case}.nii.gz")
+    alone = read_nifti(nnunet_model.predictions / f"{case}.nii.gz")
+    assert set(np.unique(merged.array[0])) <= {0, 1, 2, 3}
+    # wherever nnU-Net found an organ, the merged map has an organ (the bundled model's where they disagree)
+    assert np.all(merged.array[0][alone.array[0] > 0] > 0)

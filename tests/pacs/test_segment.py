@@ -106,3 +106,26 @@ def test_a_series_that_fails_is_reported_and_the_run_goes_on(orthanc, trained_mo
     out, err = capsys.readouterr()
     assert code == 1 and out == ""
     assert err.count("medseg pacs: error: ") == 1 and "missing" in err
+
+
+def test_an_nnunet_model_pushes_its_seg(orthanc, nnunet_model, tmp_path, capsys):
+    """``pacs segment --model`` an nnU-Net trained-model folder: the SEG lands in Orthanc, named after the model."""
+    from medseg.io import read_image
+    from tests.factories import write_series
+
+    case = nnunet_model.cases[0]
+    files = write_series(read_image(nnunet_model.inputs / f"{case}_0000.nii.gz"), tmp_path / "series")
+    orthanc.upload(files)
+    config = orthanc.settings_file(tmp_path / "cfg")
+    args = ["pacs", "segment", "--pacs", str(config), "--model", str(nnunet_model.model_folder),
+            "--work", str(tmp_path / "work"), "--device", "cpu"]
+    assert main(args) == 0
+    assert "1 pushed" in capsys.readouterr().out
+    (seg,) = _segs(orthanc).values()
+    (ref,) = seg.ReferencedSeriesSequence
+    assert ref.SeriesInstanceUID == pydicom.dcmread(files[0]).SeriesInstanceUID
+    assert len(ref.ReferencedInstanceSequence) <= len(files)
+    names = {s.SegmentLabel for s in seg.SegmentSequence}
+    assert names and names <= {"liver", "spleen", "kidney"}
+    algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert algorithm.AlgorithmName == nnunet_model.model_folder.parent.name and "nnunet+sha256:" in algorithm.AlgorithmVersion
