@@ -286,7 +286,9 @@ def run_segment(args: argparse.Namespace) -> int:
     )
     query = _query(args)
     with connect(settings_from_args(args)) as pacs, progress_bar(not args.quiet) as progress:
-        report = segment_series(pacs, query, model=model_argument(models), work=args.work, options=options, progress=progress)
+        report = segment_series(
+            pacs, query, model=model_argument(models), work=args.work, options=options, progress=progress
+        )
     style = {"pushed": "green", "skipped": "cyan", "failed": "red"}
     for result in report.results:
         s = result.series

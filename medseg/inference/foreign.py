@@ -102,9 +102,7 @@ class ForeignSegmenter:
         """Segment one scan; the labels lie on ``image``'s grid, voxel for voxel."""
         return self.segment_with_confidence(image, progress=progress)[0]
 
-    def segment_with_confidence(
-        self, image: Volume, *, progress: Progress | None = None
-    ) -> tuple[Volume, np.ndarray]:
+    def segment_with_confidence(self, image: Volume, *, progress: Progress | None = None) -> tuple[Volume, np.ndarray]:
         """Labels on ``image``'s grid, and the winning class's probability x 255 (``uint8``) per voxel.
 
         Raises:

@@ -92,8 +92,12 @@ class NnunetSegmenter(ForeignSegmenter):
         )
         log.info(
             "nnU-Net model %s: %s, folds %s, patch %s, spacing %s, mirror axes %s",
-            info.name, self.model.plan.configuration, list(self.folds), list(self.model.plan.patch_size),
-            list(self.model.plan.spacing), list(self.mirror_axes),
+            info.name,
+            self.model.plan.configuration,
+            list(self.folds),
+            list(self.model.plan.patch_size),
+            list(self.model.plan.spacing),
+            list(self.mirror_axes),
         )
 
     @property
@@ -139,10 +143,14 @@ class NnunetSegmenter(ForeignSegmenter):
         del mask
         kwargs = plan.resample_data
         axis = separate_axis(spacing, target, kwargs.get("force_separate_z"))
-        prepared = np.stack([
-            resample_channel(channel, shape, axis=axis, order=kwargs.get("order", 3), order_z=kwargs.get("order_z", 0))
-            for channel in data
-        ])
+        prepared = np.stack(
+            [
+                resample_channel(
+                    channel, shape, axis=axis, order=kwargs.get("order", 3), order_z=kwargs.get("order_z", 0)
+                )
+                for channel in data
+            ]
+        )
         del data
         logits = self._logits(torch.from_numpy(prepared), progress)
         del prepared

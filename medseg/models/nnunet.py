@@ -168,7 +168,9 @@ def read_plan(folder: Path, configuration: str) -> NnunetPlan:
     labels, regions = _labels(dataset, folder)
     channels = tuple(
         str(v)
-        for _, v in sorted((dataset.get("channel_names") or dataset.get("modality") or {}).items(), key=lambda i: int(i[0]))
+        for _, v in sorted(
+            (dataset.get("channel_names") or dataset.get("modality") or {}).items(), key=lambda i: int(i[0])
+        )
     )
     forward = tuple(int(a) for a in plans.get("transpose_forward", (0, 1, 2)))
     backward = tuple(int(a) for a in plans.get("transpose_backward", (0, 1, 2)))
@@ -180,7 +182,9 @@ def read_plan(folder: Path, configuration: str) -> NnunetPlan:
         patch_size=tuple(int(v) for v in config["patch_size"]),
         normalization=tuple(config.get("normalization_schemes") or ["ZScoreNormalization"] * len(channels)),
         use_mask_for_norm=tuple(bool(v) for v in config.get("use_mask_for_norm") or [False] * len(channels)),
-        intensity={str(k): dict(v) for k, v in (plans.get("foreground_intensity_properties_per_channel") or {}).items()},
+        intensity={
+            str(k): dict(v) for k, v in (plans.get("foreground_intensity_properties_per_channel") or {}).items()
+        },
         resample_data=dict(config.get("resampling_fn_data_kwargs") or {"order": 3, "order_z": 0}),
         resample_probabilities=dict(config.get("resampling_fn_probabilities_kwargs") or {"order": 1, "order_z": 0}),
         labels=labels,
@@ -214,7 +218,9 @@ def build_network(plan: NnunetPlan) -> torch.nn.Module:
     try:
         return network_class(input_channels=len(plan.channels), num_classes=plan.outputs, **kwargs)
     except TypeError as exc:
-        raise ModelError(f"plans.json: {architecture['network_class_name']} does not take these settings ({exc})") from None
+        raise ModelError(
+            f"plans.json: {architecture['network_class_name']} does not take these settings ({exc})"
+        ) from None
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
@@ -314,7 +320,9 @@ def _locate(dotted: str) -> Any:
             found = _find_in_package(attribute)
             if found is not None:
                 return found
-        raise ModelError(f"plans.json: {dotted!r} cannot be imported (is dynamic-network-architectures too old?)") from None
+        raise ModelError(
+            f"plans.json: {dotted!r} cannot be imported (is dynamic-network-architectures too old?)"
+        ) from None
 
 
 def _find_in_package(name: str) -> Any:

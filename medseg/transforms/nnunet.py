@@ -25,8 +25,13 @@ from medseg.errors import ModelError
 
 #: Spacing ratio above which nnU-Net resamples the coarse axis on its own (``ANISO_THRESHOLD``).
 ANISOTROPY_THRESHOLD = 3.0
-SCHEMES = ("CTNormalization", "ZScoreNormalization", "NoNormalization", "RescaleTo01Normalization",
-           "RGBTo01Normalization")
+SCHEMES = (
+    "CTNormalization",
+    "ZScoreNormalization",
+    "NoNormalization",
+    "RescaleTo01Normalization",
+    "RGBTo01Normalization",
+)
 
 
 def nonzero_box(data: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray]:
@@ -91,9 +96,7 @@ def normalise_channel(
     raise ModelError(f"plans.json: normalisation scheme {scheme!r} is not one medseg knows ({', '.join(SCHEMES)})")
 
 
-def separate_axis(
-    current: Sequence[float], new: Sequence[float], force: bool | None = None
-) -> int | None:
+def separate_axis(current: Sequence[float], new: Sequence[float], force: bool | None = None) -> int | None:
     """The coarse axis nnU-Net resamples on its own, or None (``determine_do_sep_z_and_axis``)."""
 
     def coarse(spacing: Sequence[float]) -> list[int]:

@@ -47,7 +47,9 @@ def test_labels_are_renumbered_same_names_joined_and_the_first_model_wins_overla
     assert (array[10:12, 0:4, 0:2] == 1).all() and not (array[8:10, 0:4, 0:2] == 3).any()  # tumour lost to liver
     assert (array == 3).sum() == 0
     (note,) = merged.last_notes
-    assert note.startswith(f"{2 * 4 * 2} voxel(s) tumour") and "kept as Liver" in note  # rows 8-9: B painted its liver over rows 10-11
+    assert (
+        note.startswith(f"{2 * 4 * 2} voxel(s) tumour") and "kept as Liver" in note
+    )  # rows 8-9: B painted its liver over rows 10-11
     assert confidence[0, 0, 0] == 200 and confidence[11, 10, 5] == 100 and confidence[21, 16, 8] == 100
     assert merged.model_identity["name"] == "organs+lesions"
 

@@ -66,7 +66,9 @@ def test_folds_are_averaged_and_a_missing_fold_is_one_line(nnunet_model, tmp_pat
     one = load_segmenter(model, device="cpu", settings=InferenceSettings(tta=False), options=ModelOptions(folds=(1,)))
     image = read_image(next(nnunet_model.inputs.glob("*.nii.gz")))
     np.testing.assert_array_equal(both.segment(image).array, one.segment(image).array)  # the same weights twice
-    code = main(["predict", str(nnunet_model.inputs), "--model", str(model), "--folds", "0,3", "-o", str(tmp_path / "o")])
+    code = main(
+        ["predict", str(nnunet_model.inputs), "--model", str(model), "--folds", "0,3", "-o", str(tmp_path / "o")]
+    )
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "no fold 3 with checkpoint_final.pth (folds present: 0, 1)" in err
 
@@ -77,8 +79,20 @@ def test_a_dicom_series_through_predict_gives_nnunets_labels_and_a_seg(nnunet_mo
     dicom = tmp_path / "dicom" / case
     write_series(image, dicom)
     out = tmp_path / "out"
-    code = main(["predict", str(dicom), "--model", str(nnunet_model.model_folder), "-o", str(out),
-                 "--format", "nifti,seg", "--device", "cpu"])
+    code = main(
+        [
+            "predict",
+            str(dicom),
+            "--model",
+            str(nnunet_model.model_folder),
+            "-o",
+            str(out),
+            "--format",
+            "nifti,seg",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     mask = read_nifti(out / case / f"{case}.nii.gz")
     expected = read_nifti(nnunet_model.predictions / f"{case}.nii.gz")
@@ -89,7 +103,9 @@ def test_a_dicom_series_through_predict_gives_nnunets_labels_and_a_seg(nnunet_mo
     np.testing.assert_array_equal(seg.array[0], mask.array[0])  # the SEG holds the same labels, same numbers
     assert {s.name for s in seg.segments} <= {"liver", "spleen", "kidney"} and seg.segments
     algorithm = pydicom.dcmread(out / case / f"{case}.seg.dcm").SegmentSequence[0]
-    assert algorithm.SegmentationAlgorithmIdentificationSequence[0].AlgorithmName == nnunet_model.model_folder.parent.name
+    assert (
+        algorithm.SegmentationAlgorithmIdentificationSequence[0].AlgorithmName == nnunet_model.model_folder.parent.name
+    )
 
 
 @pytest.mark.parametrize("variant", ["2d", "regions", "mr"])
@@ -98,9 +114,11 @@ def test_2d_region_based_and_mr_models_agree_too(nnunet_models, variant):
     reference = nnunet_models(variant)
     segmenter = load_segmenter(reference.model_folder, device="cpu")
     plan = segmenter.model.plan
-    assert {"2d": plan.is_2d, "regions": plan.regions is not None, "mr": plan.normalization[0] == "ZScoreNormalization"}[
-        variant
-    ]
+    assert {
+        "2d": plan.is_2d,
+        "regions": plan.regions is not None,
+        "mr": plan.normalization[0] == "ZScoreNormalization",
+    }[variant]
     figures = _agreement(segmenter, reference)
     assert min(figures.values()) >= AGREEMENT, figures
 
@@ -122,8 +140,21 @@ def test_several_models_merge_into_one_map(nnunet_model, tmp_path, capsys):
     """The bundled phantom model and the nnU-Net model name the same organs: one label each, the bundled model first."""
     case = nnunet_model.cases[0]
     out = tmp_path / "out"
-    code = main(["predict", str(nnunet_model.inputs / f"{case}_0000.nii.gz"), "--model", "bundled",
-                 "--model", str(nnunet_model.model_folder), "-o", str(out), "--device", "cpu", "--json"])
+    code = main(
+        [
+            "predict",
+            str(nnunet_model.inputs / f"{case}_0000.nii.gz"),
+            "--model",
+            "bundled",
+            "--model",
+            str(nnunet_model.model_folder),
+            "-o",
+            str(out),
+            "--device",
+            "cpu",
+            "--json",
+        ]
+    )
     assert code == 0
     (result,) = json.loads(capsys.readouterr().out)["cases"]
     assert set(result["volumes_ml"]) <= {"liver", "spleen", "kidney"} and result["volumes_ml"]

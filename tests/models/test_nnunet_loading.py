@@ -90,7 +90,9 @@ def test_a_plans_file_cannot_name_code_outside_the_network_package(tmp_path):
 
 def test_a_cascade_stage_is_refused_in_one_line(tmp_path):
     weights = build_network(read_plan(_model(tmp_path / "a", OLD_STYLE), "3d_fullres")).state_dict()
-    folder = _model(tmp_path / "b", dict(OLD_STYLE, previous_stage="3d_lowres"), name="3d_cascade_fullres", weights=weights)
+    folder = _model(
+        tmp_path / "b", dict(OLD_STYLE, previous_stage="3d_lowres"), name="3d_cascade_fullres", weights=weights
+    )
     with pytest.raises(ModelError, match="second stage of a cascade"):
         load_segmenter(folder, device="cpu")
 

@@ -50,14 +50,19 @@ def test_normalisation_is_nnunets():
     image = _image()
     properties = {"mean": 55.0, "std": 210.0, "percentile_00_5": -700.0, "percentile_99_5": 900.0}
     expected = CTNormalization(False, properties).run(image.copy())
-    np.testing.assert_array_equal(normalise_channel(image.copy(), "CTNormalization", properties=properties, mask=None),
-                                  expected)
+    np.testing.assert_array_equal(
+        normalise_channel(image.copy(), "CTNormalization", properties=properties, mask=None), expected
+    )
     box, mask = nonzero_box(image[None])
     seg = np.where(mask, 0, -1)
     inner = np.ascontiguousarray(image[box])
     expected = ZScoreNormalization(True, {}).run(inner.copy(), seg)
-    np.testing.assert_allclose(normalise_channel(inner.copy(), "ZScoreNormalization", properties=None, mask=mask),
-                               expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        normalise_channel(inner.copy(), "ZScoreNormalization", properties=None, mask=mask),
+        expected,
+        rtol=1e-6,
+        atol=1e-6,
+    )
 
 
 @pytest.mark.parametrize(
@@ -75,8 +80,9 @@ def test_resampling_is_nnunets(shape, current, new, order, order_z):
     data = RNG.normal(size=(1, *shape)).astype(np.float32)
     target = compute_new_shape(shape, current, new)
     assert new_shape(shape, current, new) == tuple(target)
-    expected = resample_data_or_seg_to_shape(data, target, current, new, is_seg=False, order=order, order_z=order_z,
-                                             force_separate_z=None)
+    expected = resample_data_or_seg_to_shape(
+        data, target, current, new, is_seg=False, order=order, order_z=order_z, force_separate_z=None
+    )
     separate, axis = determine_do_sep_z_and_axis(None, current, new)
     assert separate_axis(current, new) == (axis if separate else None)
     got = resample_channel(data[0], target, axis=separate_axis(current, new), order=order, order_z=order_z)
@@ -86,8 +92,9 @@ def test_resampling_is_nnunets(shape, current, new, order, order_z):
 
 def test_float16_scores_resample_to_the_same_float16_values():
     scores = RNG.normal(size=(1, 10, 30, 30)).astype(np.float16)
-    expected = resample_data_or_seg_to_shape(scores, (25, 41, 41), (3.0, 1.0, 1.0), (1.2, 0.73, 0.73), order=1,
-                                             order_z=0, force_separate_z=None)
+    expected = resample_data_or_seg_to_shape(
+        scores, (25, 41, 41), (3.0, 1.0, 1.0), (1.2, 0.73, 0.73), order=1, order_z=0, force_separate_z=None
+    )
     got = resample_channel(scores[0], (25, 41, 41), axis=separate_axis((3.0, 1.0, 1.0), (1.2, 0.73, 0.73)), order=1)
     assert got.dtype == np.float16
     np.testing.assert_array_equal(got, expected[0])
