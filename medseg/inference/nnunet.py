@@ -254,8 +254,8 @@ class NnunetSegmenter(ForeignSegmenter):
                 np.maximum(best, channel, out=best)
                 del channel, better
             del best
-        confidence = resampled(_confidence(logits, regions=plan.regions is not None))
-        return labels, np.clip(np.rint(confidence.astype(np.float32) * 255), 0, 255).astype(np.uint8)
+        confidence = _confidence(logits, regions=plan.regions is not None)
+        return labels, _nearest(confidence, cropped)
 
 
 def _ras_axes(image: Volume) -> tuple[tuple[int, ...], tuple[bool, ...]]:
@@ -271,10 +271,19 @@ def _ras_axes(image: Volume) -> tuple[tuple[int, ...], tuple[bool, ...]]:
     return tuple(axes), tuple(flips)
 
 
+def _nearest(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """``array`` on a grid of ``shape`` spanning the same extent, by nearest voxel centre (no interpolation)."""
+    index = [
+        np.minimum(((np.arange(n) + 0.5) * (size / n)).astype(np.int64), size - 1) for n, size in zip(shape, array.shape)
+    ]
+    return array[np.ix_(*index)]
+
+
 def _confidence(logits: torch.Tensor, *, regions: bool) -> np.ndarray:
-    """Per voxel of the prepared grid, float16: the winning class's softmax probability (regions: the least
-    certain region's probability of its own decision)."""
-    out = np.empty(logits.shape[1:], dtype=np.float16)
+    """Per voxel of the prepared grid, uint8 (x 255): the winning class's softmax probability (regions: the least
+    certain region's probability of its own decision). Taken to the scan's grid by nearest voxel: it feeds the
+    quality flags, not the labels."""
+    out = np.empty(logits.shape[1:], dtype=np.uint8)
     flat_out = out.reshape(-1)
     flat = logits.reshape(logits.shape[0], -1)
     step = 1 << 20
@@ -285,7 +294,7 @@ def _confidence(logits: torch.Tensor, *, regions: bool) -> np.ndarray:
             value = torch.maximum(p, 1 - p).amin(0)
         else:
             value = torch.softmax(block, 0).amax(0)
-        flat_out[start : start + step] = value.numpy()
+        flat_out[start : start + step] = np.clip(np.rint(value.numpy() * 255), 0, 255)
     return out
 
 

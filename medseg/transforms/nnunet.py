@@ -142,8 +142,8 @@ def resample_channel(
     shape = tuple(int(n) for n in shape)
     if tuple(data.shape) == shape:
         return data.astype(out_dtype, copy=False)
-    if axis is None:
-        return _resize(data.astype(np.float64, copy=False), shape, order).astype(out_dtype, copy=False)
+    if axis is None:  # float64 arithmetic as nnU-Net's, without a float64 copy of the input (scipy pads it itself)
+        return _resize(data, shape, order).astype(out_dtype, copy=False)
     in_plane = tuple(n for a, n in enumerate(shape) if a != axis)
     planes = np.moveaxis(data, axis, 0)
     count, target = planes.shape[0], shape[axis]
@@ -174,9 +174,11 @@ def resample_channel(
 
 
 def _resize(image: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray:
-    """skimage's ``resize(image, shape, order, mode="edge", anti_aliasing=False)`` for float64 images."""
+    """skimage's ``resize(image.astype(float), shape, order, mode="edge", anti_aliasing=False)``: float64 out."""
+    if image.dtype not in (np.float32, np.float64):  # float16 scores: scipy takes neither them nor their halves
+        image = image.astype(np.float64)
     factors = [n / s for n, s in zip(shape, image.shape)]
-    out = ndimage.zoom(image, factors, order=order, mode="nearest", grid_mode=True)
+    out = ndimage.zoom(image, factors, output=np.float64, order=order, mode="nearest", grid_mode=True)
     if order > 0:
         np.clip(out, image.min(), image.max(), out=out)
     return out
