@@ -177,3 +177,21 @@ def test_listen_help_explains_the_workflow(capsys):
     phrases = ("--quiet-time", "--forward", "--allow", "STORAGE/incoming", "synced to disk before it is acknowledged")
     for phrase in (*phrases, "resumes"):
         assert phrase in text
+
+
+def test_an_nnunet_model_behind_the_listener(orthanc, nnunet_model, tmp_path):
+    """``medseg listen --model`` an nnU-Net folder: its worker processes load it, and its SEG reaches Orthanc."""
+    from medseg.io import read_image
+    from tests.factories import write_series
+
+    case = nnunet_model.cases[0]
+    files = write_series(read_image(nnunet_model.inputs / f"{case}_0000.nii.gz"), tmp_path / "series")
+    port = free_port()
+    storage = tmp_path / "listen"
+    with listening(nnunet_model.model_folder, storage, orthanc, port=port, quiet_time=1.0):
+        assert set(c_store(files, port)) == {0x0000}
+        segs = wait_for_segs(orthanc, 1)
+    (seg,) = segs.values()
+    algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert algorithm.AlgorithmName == nnunet_model.model_folder.parent.name
+    assert {s.SegmentLabel for s in seg.SegmentSequence} <= {"liver", "spleen", "kidney"}
