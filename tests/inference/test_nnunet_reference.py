@@ -19,8 +19,10 @@ from tests.nnunet_reference import TINY_TRAINER, reference_dice
 
 pytestmark = pytest.mark.slow
 
-#: Lowest Dice per label and case of nnU-Net's reference predictions; measured 0.90-0.995 (3d_fullres).
+#: Lowest Dice per label and case of nnU-Net's 3d_fullres predictions; measured 0.86-0.995 in two trainings.
 MIN_DICE = 0.75
+#: Lowest mean Dice of another variant's predictions; measured 0.95 (2d), 0.93 (regions), 0.91 (MR).
+VARIANT_MIN_MEAN_DICE = 0.5
 
 
 def test_the_model_folder_is_nnunets_own_with_the_custom_trainer(nnunet_model):
@@ -74,6 +76,3 @@ def test_every_variant_is_a_real_model_that_segments(nnunet_models, variant):
     mean = float(np.mean([v for case in scores.values() for v in case.values()]))
     assert mean >= VARIANT_MIN_MEAN_DICE, scores
 
-
-#: Lowest mean Dice of a variant's predictions (measured: see the module's figures in the report).
-VARIANT_MIN_MEAN_DICE = 0.5
