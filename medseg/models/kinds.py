@@ -291,7 +291,12 @@ def _count_parameters(path: Path, *, key: str | None = None) -> int | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - TorchScript archives, pickles needing other classes: not countable here
-        return None
+        if key is None:
+            return None
+        try:  # an nnU-Net checkpoint: numpy values in its training log need the full unpickler, as nnU-Net loads it
+            state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        except Exception:  # noqa: BLE001
+            return None
     if key is not None and isinstance(state, dict):
         state = state.get(key, state)
     if not isinstance(state, dict):

@@ -15,6 +15,7 @@ from medseg.inference.engine import InferenceSettings
 from medseg.inference.loading import ModelOptions, load_segmenter
 from medseg.io import read_image, read_nifti
 from medseg.io.seg import read_seg
+from medseg.models.kinds import describe_model
 from tests.factories import write_series
 
 pytest.importorskip("nnunetv2")
@@ -39,6 +40,8 @@ def test_a_3d_model_agrees_with_nnunetv2_predict(nnunet_model):
     segmenter = load_segmenter(nnunet_model.model_folder, device="cpu")
     assert segmenter.model.trainer == nnunet_model.model_folder.name.split("__")[0]  # a custom trainer's model
     assert segmenter.mirror_axes == (0, 1, 2) and segmenter.overlap == 0.5
+    described = describe_model(nnunet_model.model_folder)  # `medseg model` counts nnU-Net's own checkpoint
+    assert described.parameters == sum(p.numel() for p in segmenter.model.network.parameters())
     figures = _agreement(segmenter, nnunet_model)
     assert min(figures.values()) >= AGREEMENT, figures
     names = {s.name: s for s in segmenter.segments}
