@@ -303,11 +303,10 @@ class Listener:
             if series is None:
                 series = self._series[series_uid] = _Series(series_uid, name)
                 first = True
+            elif series.queued:
+                series.changed = True  # a worker has it (perhaps segmenting it now): it will be done again
             elif series.status != RECEIVED:
-                if series.queued:
-                    series.changed = True  # the worker has it: it will be done again
-                else:
-                    series.status, first = RECEIVED, True
+                series.status, first = RECEIVED, True
             series.study_uid = series.study_uid or study_uid
             series.sender_ae, series.sender_host = str(requestor.ae_title), str(requestor.address)
             series.instances += 1
