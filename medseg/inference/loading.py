@@ -120,10 +120,7 @@ def check_models(model: ModelPath | Sequence[ModelPath], options: ModelOptions |
             require_complete_model_folder(path)
             continue
         info = describe_model(path, checkpoint=checkpoint)
-        if info.kind == "nnunet" and folds:
-            missing = sorted(set(folds) - set(info.folds))
-            if missing:
-                raise ModelError(
-                    f"{path}: no fold {', '.join(map(str, missing))} with checkpoint_{checkpoint}.pth "
-                    f"(folds present: {', '.join(map(str, info.folds))})"
-                )
+        if info.kind == "nnunet":
+            from medseg.models.nnunet import chosen_folds
+
+            chosen_folds(info, folds)

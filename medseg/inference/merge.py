@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -28,13 +27,10 @@ from medseg.errors import ModelError
 from medseg.inference.engine import InferenceSettings
 from medseg.inference.guardrails import ModelFacts
 from medseg.inference.window import Progress
+from medseg.io.codes import name_key
 from medseg.volume import Segment, Volume, VolumeKind
 
 log = logging.getLogger(__name__)
-
-
-def _key(name: str) -> str:
-    return re.sub(r"[\s_\-]+", "", name).lower()
 
 
 class MergedSegmenter:
@@ -66,7 +62,7 @@ class MergedSegmenter:
         for part in self.parts:
             mapping = {}
             for segment in part.segments:
-                key = _key(segment.name)
+                key = name_key(segment.name)
                 if key not in by_name:
                     by_name[key] = len(table) + 1
                     table.append(replace(segment, number=len(table) + 1))

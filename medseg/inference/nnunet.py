@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from medseg.errors import ConfigError
 from medseg.inference.engine import InferenceSettings
 from medseg.inference.foreign import ForeignSegmenter
 from medseg.inference.window import Progress
@@ -75,8 +74,6 @@ class NnunetSegmenter(ForeignSegmenter):
         orientation: str | None = None,
     ) -> None:
         super().__init__(info, device=device, settings=settings)
-        if orientation not in (None, "stored", "ras"):
-            raise ConfigError(f"orientation takes stored or ras, got {orientation!r}")
         # TotalSegmentator reorients every scan to RAS before its nnU-Net models see it
         self.orientation = orientation or ("ras" if "totalsegmentator" in info.name.lower() else "stored")
         self.model: NnunetModel = load_nnunet(info, folds=folds, device=self.device)

@@ -52,9 +52,14 @@ _LESIONS: dict[str, tuple[str, str]] = {
 }
 
 
+def name_key(name: str) -> str:
+    """A structure name with case, spaces, underscores and hyphens set aside ("Kidney_Left" -> "kidneyleft")."""
+    return re.sub(r"[\s_\-]+", "", name).lower()
+
+
 def known_codes(name: str) -> tuple[Code, Code] | None:
     """``(category, type)`` SNOMED CT codes for a structure name, or None for a name not in the table."""
-    key = re.sub(r"[\s_\-]+", "", name).lower()
+    key = name_key(name)
     if key in _STRUCTURES:
         value, meaning = _STRUCTURES[key]
         return ANATOMICAL_STRUCTURE, (value, "SCT", meaning)

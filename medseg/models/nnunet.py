@@ -109,14 +109,7 @@ def load_nnunet(info: ModelInfo, *, folds: Sequence[int] | None = None, device: 
             plans lack, a cascade stage, a network the plans cannot name or weights that do not fit it,
             or dynamic-network-architectures not installed.
     """
-    folder = Path(info.path)
-    chosen = list(folds) if folds else list(info.folds)
-    missing = sorted(set(chosen) - set(info.folds))
-    if missing:
-        raise ModelError(
-            f"{folder}: no fold {', '.join(map(str, missing))} with {Path(info.checkpoints[0]).name} "
-            f"(folds present: {', '.join(map(str, info.folds))})"
-        )
+    chosen = chosen_folds(info, folds)
     files = dict(zip(info.folds, info.checkpoints))
     weights, first = {}, None
     for fold in chosen:
@@ -125,7 +118,7 @@ def load_nnunet(info: ModelInfo, *, folds: Sequence[int] | None = None, device: 
         weights[fold] = checkpoint["network_weights"]
     assert first is not None
     configuration = str((first.get("init_args") or {}).get("configuration") or info.configuration or "")
-    plan = read_plan(folder, configuration)
+    plan = read_plan(Path(info.path), configuration)
     network = build_network(plan).to(device).eval()
     try:
         network.load_state_dict(weights[chosen[0]])
@@ -143,6 +136,22 @@ def load_nnunet(info: ModelInfo, *, folds: Sequence[int] | None = None, device: 
         mirror_axes=tuple(int(a) for a in axes) if axes else (),
         trainer=str(first.get("trainer_name") or info.trainer or ""),
     )
+
+
+def chosen_folds(info: ModelInfo, folds: Sequence[int] | None) -> list[int]:
+    """The folds to run: ``folds``, or every fold with the checkpoint.
+
+    Raises:
+        ModelError: a fold asked for that the model folder lacks.
+    """
+    chosen = list(folds) if folds else list(info.folds)
+    missing = sorted(set(chosen) - set(info.folds))
+    if missing:
+        raise ModelError(
+            f"{info.path}: no fold {', '.join(map(str, missing))} with {Path(info.checkpoints[0]).name} "
+            f"(folds present: {', '.join(map(str, info.folds))})"
+        )
+    return chosen
 
 
 def read_plan(folder: Path, configuration: str) -> NnunetPlan:
