@@ -56,6 +56,21 @@ def ramp_volume(geometry: Geometry | None = None) -> Volume:
     return Volume((100 * i + 10 * j + k).astype(np.int32), geometry)
 
 
+def stored_as(volume: Volume, axes: tuple[int, int, int], flips: tuple[bool, bool, bool]) -> Volume:
+    """The same voxels stored in another order: stored axis ``a`` is ``volume``'s axis ``axes[a]``, maybe reversed."""
+    array = np.transpose(volume.array, (0, *(1 + a for a in axes)))
+    array = np.flip(array, axis=tuple(1 + a for a, f in enumerate(flips) if f)) if any(flips) else array
+    affine = np.eye(4)
+    first = [0, 0, 0]
+    for a, (source, flip) in enumerate(zip(axes, flips)):
+        column = volume.geometry.affine[:3, source]
+        affine[:3, a] = -column if flip else column
+        first[source] = volume.geometry.shape[source] - 1 if flip else 0
+    affine[:3, 3] = volume.geometry.index_to_physical(first)
+    geometry = Geometry([volume.geometry.shape[a] for a in axes], affine, volume.geometry.frame_of_reference_uid)
+    return volume.replace(array=np.ascontiguousarray(array), geometry=geometry)
+
+
 def phantom_pair(geometry: Geometry | None = None, seed: int = 7) -> tuple[Volume, Volume]:
     """A CT phantom (int16 HU) and its labels on a small awkward grid."""
     geometry = geometry or Geometry.from_spacing(

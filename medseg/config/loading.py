@@ -63,6 +63,34 @@ def dump_pipeline(pipeline: Pipeline, *, comments: Comments | None = None, heade
     return "\n".join(out) + "\n"
 
 
+def read_comments(text: str) -> tuple[str, dict[str, str]]:
+    """The header and the comments above each key of pipeline YAML (:func:`dump_pipeline`'s two inputs).
+
+    A comment block right above a key belongs to it (dotted path, e.g. ``training.patch_size``);
+    the comment lines before the document's first key are the header. Other comments are dropped.
+    """
+    lines = text.splitlines()
+    keys = _key_lines(yaml.compose(text))
+    first = min(keys.values(), default=len(lines) + 1)
+    owners: dict[int, tuple[str, ...]] = {}
+    for path, line in keys.items():  # a line's comment belongs to its outermost key (not the items of a flow list)
+        if line not in owners or len(path) < len(owners[line]):
+            owners[line] = path
+    comments: dict[str, str] = {}
+    for line, path in owners.items():
+        above = []
+        index = line - 2
+        while index >= 0 and lines[index].strip().startswith("#"):
+            above.append(lines[index].strip()[1:].strip())
+            index -= 1
+        if above and line != first:
+            comments[".".join(path)] = "\n".join(reversed(above))
+    header = "\n".join(
+        line.strip()[1:].strip() for line in lines[: first - 1] if line.strip().startswith("#")
+    )
+    return header, comments
+
+
 def save_pipeline(
     pipeline: Pipeline, path: str | os.PathLike[str], *, comments: Comments | None = None, header: str = ""
 ) -> Path:

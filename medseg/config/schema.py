@@ -70,6 +70,10 @@ class Preprocessing(_Strict):
     channels: list[Channel] = Field(min_length=1)
     crop_to_nonzero: bool = False
     crop_to_body: bool = False  # CT: crop to the box of voxels above -500 HU (medseg.transforms.normalize.BODY_HU)
+    # LPS: every scan is turned into one voxel order (medseg.orientation) before anything else, in training
+    # and at inference, and masks are turned back onto the stored grid; stored: each scan as it is stored
+    # (pipelines and models made before this setting existed).
+    orientation: Literal["stored", "LPS"] = "stored"
 
 
 class Network(_Strict):
@@ -261,6 +265,9 @@ class Postprocessing(_Strict):
     largest_component: list[PositiveInt] = []
     min_island_ml: dict[PositiveInt, PositiveFloat] = {}
     fill_holes: list[PositiveInt] = []
+    # training replaces largest_component by the labels where keeping only the largest component raised
+    # the exported epoch's mean validation Dice (nnU-Net's rule; medseg.training.validation)
+    choose_on_validation: bool = False
 
 
 class Inference(_Strict):

@@ -2,7 +2,10 @@
 
 :meth:`Segmenter.segment` does, for one image:
 
-1. :func:`~medseg.transforms.prepare.prepare_case` without a label: crop to the
+1. With ``preprocessing.orientation: LPS``, the scan is put in the canonical voxel order
+   (:func:`~medseg.orientation.to_canonical`, axes permuted and flipped, no interpolation);
+   the labels are put back in the stored order at the end, so they lie on the scan's grid.
+   :func:`~medseg.transforms.prepare.prepare_case` without a label: crop to the
    non-zero box or a CT's body (when the pipeline says so), resample to the pipeline's spacing
    on a grid that keeps the scan's origin and axes, normalise.
 2. The streaming sliding window (:class:`~medseg.inference.window.SlidingWindow`)
@@ -43,6 +46,7 @@ from medseg.geometry import Geometry
 from medseg.inference.guardrails import ModelFacts
 from medseg.inference.postprocess import postprocess
 from medseg.inference.window import Progress, ScoreBand, SlidingWindow, cpu_window_batch
+from medseg.orientation import to_canonical
 from medseg.transforms.prepare import prepare_case
 from medseg.transforms.resample import index_mapping, resample
 from medseg.volume import Segment, Volume, VolumeKind
@@ -266,13 +270,18 @@ class Segmenter:
         if image.kind is VolumeKind.LABEL:
             raise InputError(f"{image.path or 'input'}: segment needs an image, got a label map")
         started = time.monotonic()
-        prepared = prepare_case(image, None, self.pipeline, case_id=image.path or "")
+        # A pipeline trained in one orientation sees the scan in it; the labels go back to the stored order exactly.
+        oriented, order = to_canonical(image) if self.pipeline.preprocessing.orientation != "stored" else (image, None)
+        prepared = prepare_case(oriented, None, self.pipeline, case_id=image.path or "")
         window = self.window(prepared.spatial_shape)
         dtype = np.uint8 if self.num_classes <= 256 else np.uint16
-        labels = np.zeros(image.spatial_shape, dtype=dtype)
-        restorer = _Restorer(prepared.geometry, image.geometry, axis=window.axis, classes=self.num_classes)
-        restorer.run(window.stream(prepared.image, progress=progress), labels, confidence)
+        labels = np.zeros(oriented.spatial_shape, dtype=dtype)
+        turned = confidence if order is None or confidence is None else order.apply(confidence)
+        restorer = _Restorer(prepared.geometry, oriented.geometry, axis=window.axis, classes=self.num_classes)
+        restorer.run(window.stream(prepared.image, progress=progress), labels, turned)
         del prepared
+        if order is not None and not order.is_identity:
+            labels = np.ascontiguousarray(order.undo(labels))
         if self.settings.postprocess:
             postprocess(labels, self.pipeline.inference.postprocessing, voxel_volume_ml=image.geometry.voxel_volume_ml)
         log.debug(

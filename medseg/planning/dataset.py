@@ -12,6 +12,7 @@ from typing import Literal
 from medseg.config.schema import Pipeline
 from medseg.datasets import Dataset, check_dataset, infer_labels, load_case, open_dataset, require_valid
 from medseg.errors import ConfigError
+from medseg.orientation import to_canonical
 from medseg.planning.calibrate import measure_cpu_speed
 from medseg.planning.fingerprint import Fingerprint, compute_fingerprint
 from medseg.planning.planner import plan_pipeline
@@ -135,10 +136,11 @@ def plan_dataset(
     labels = dataset.labels or infer_labels(dataset).labels
 
     def cases() -> Iterator[tuple[Volume, Volume]]:
+        # measured in the canonical voxel order the plan trains in, so sides and spacings agree across scans
         for case in dataset.cases:
             image, label = load_case(dataset, case)
             if label is not None:
-                yield image, label
+                yield to_canonical(image)[0], to_canonical(label)[0]
 
     fingerprint = compute_fingerprint(
         cases(),

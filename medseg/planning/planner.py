@@ -35,6 +35,7 @@ from medseg.config.schema import (
     Normalization,
     Optimizer,
     Pipeline,
+    Postprocessing,
     Preprocessing,
     Training,
     default_augmentation,
@@ -236,6 +237,11 @@ def plan_pipeline(
         if is_ct
         else "on: crop to the box around non-zero voxels (masked or skull-stripped images lose empty borders)"
     )
+    comments["preprocessing.orientation"] = (
+        "LPS: every scan is turned into one voxel order (i to the patient's left, j posterior, k head) before "
+        "training and inference, and masks are turned back onto the stored grid, so head-first and feet-first "
+        "scans, RAS and LPS NIfTI teach the network the same sides (as MONAI's Orientationd and TotalSegmentator)"
+    )
     comments["labels"] = _label_summary(fingerprint)
 
     axes, mirror_reason = mirror_axes(fingerprint, dims)
@@ -253,6 +259,10 @@ def plan_pipeline(
         f"in training"
     )
     comments["inference.overlap"] = "sliding windows overlap by half a patch (nnU-Net's)"
+    comments["inference.postprocessing"] = (
+        "training keeps only the largest component of the labels where that raises the mean validation Dice of "
+        "the exported epoch (nnU-Net's rule); set choose_on_validation: false to keep every prediction as it is"
+    )
     if budget.on_cpu:
         measured = (
             f", this machine measured at {budget.speed:g}x the formula's reference step time"
@@ -279,7 +289,11 @@ def plan_pipeline(
             modality=modality,
             labels={number: Label(name=label) for number, label in sorted(fingerprint.labels.items())},
             preprocessing=Preprocessing(
-                spacing=spacing, channels=channels, crop_to_nonzero=not is_ct, crop_to_body=crop_to_body
+                spacing=spacing,
+                channels=channels,
+                crop_to_nonzero=not is_ct,
+                crop_to_body=crop_to_body,
+                orientation="LPS",
             ),
             network=fit.network,
             training=Training(
@@ -295,7 +309,9 @@ def plan_pipeline(
                     round(_step_seconds(fit, batch, budget, in_channels, num_classes), 3) if budget.on_cpu else None
                 ),
             ),
-            inference=Inference(overlap=0.5, mirror_axes=axes),
+            inference=Inference(
+                overlap=0.5, mirror_axes=axes, postprocessing=Postprocessing(choose_on_validation=True)
+            ),
         )
     except ValidationError as exc:  # e.g. a hand-made fingerprint with label 0 or an empty name
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())

@@ -54,6 +54,7 @@ from medseg.training.state import (
 )
 from medseg.training.validation import (
     dice_per_label,
+    largest_component_dice,
     mean_ignoring_nan,
     predict_logits,
     time_window,
@@ -91,6 +92,8 @@ class LoopOutcome:
     history: list[dict[str, float]]
     stopped: str  # "completed", "time limit" or "interrupted"
     best_weights: dict[str, torch.Tensor] = field(repr=False)
+    # the best epoch's mean validation Dice per label as predicted and with only the largest component kept
+    component_dice: tuple[list[float], list[float]] | None = None
 
 
 @dataclass
@@ -175,6 +178,8 @@ class Trainer:
         self.best_dice = math.nan
         self._best_weights: dict[str, torch.Tensor] | None = None
         self._validation_seconds = 0.0
+        self._component_dice: tuple[list[float], list[float]] | None = None
+        self._best_component_dice: tuple[list[float], list[float]] | None = None
         #: Under a time limit: when to validate, on which cases (see medseg.training.budget).
         self.budget: ValidationBudget | None = None
         self._notes: list[str] = []  # for train.log, written after the epoch
@@ -296,6 +301,7 @@ class Trainer:
             history=self.history,
             stopped=stopped,
             best_weights=self.best_weights(),
+            component_dice=self._best_component_dice,
         )
 
     def _follow_schedule(self) -> None:
@@ -491,8 +497,11 @@ class Trainer:
             logits = predict_logits(
                 self.model, case.image, self.pipeline, device=self.settings.device, overlap=self._validation_overlap()
             )
-            prediction = logits.argmax(0).numpy()
-            scores[number] = dice_per_label(prediction, np.asarray(case.label[0]), self.labels)
+            prediction, truth = logits.argmax(0).numpy(), np.asarray(case.label[0])
+            scores[number] = (
+                dice_per_label(prediction, truth, self.labels),
+                largest_component_dice(prediction, truth, self.labels),
+            )
             self._report("validate", done, len(mine))
             stop = self.settings.stop
             if not group.is_distributed and stop is not None and stop.is_set() and done < len(mine):
@@ -502,7 +511,16 @@ class Trainer:
         self._validation_seconds = time.monotonic() - started
         if self.budget is not None and list(cases) == self.budget.cases:
             self.budget.record(self._validation_seconds)
-        return [scores[number] for number in cases]
+        kept = [scores[number][1] for number in cases]
+        self._component_dice = (
+            self._per_label([scores[number][0] for number in cases]),
+            self._per_label(kept),
+        )
+        return [scores[number][0] for number in cases]
+
+    def _per_label(self, scores: Sequence[Sequence[float]]) -> list[float]:
+        """Per label, the mean over the cases' Dice (NaN where no case holds the label)."""
+        return [mean_ignoring_nan([case[i] for case in scores]) for i in range(len(self.labels))]
 
     def _validation_overlap(self) -> float:
         """Window overlap of validations: the pipeline's, but at most MONAI's 0.25 under a time limit."""
@@ -512,7 +530,7 @@ class Trainer:
     def _row(
         self, epoch: int, loss: float, scores: list[list[float]], lr: float, seconds: float, timing: _EpochTiming
     ) -> dict[str, float]:
-        per_label = [mean_ignoring_nan([case[i] for case in scores]) for i in range(len(self.labels))]
+        per_label = self._per_label(scores)
         row = {
             "epoch": float(epoch),
             "train_loss": loss,
@@ -541,6 +559,7 @@ class Trainer:
         best = -math.inf if math.isnan(self.best_dice) else self.best_dice
         if self.best_epoch == 0 or (not math.isnan(dice) and dice >= best):
             self.best_epoch, self.best_dice = self.epoch, dice
+            self._best_component_dice = self._component_dice
             return True
         return False
 

@@ -1,6 +1,9 @@
 """One case brought onto the grid the network sees: cropped, resampled, normalised.
 
-:func:`prepare_case` runs the MONAI dictionary transforms of
+With ``preprocessing.orientation: LPS`` the image and label map are first put in the
+canonical voxel order (:func:`medseg.orientation.to_canonical`: axes permuted and flipped,
+no interpolation), so every scan reaches the network the same way round whatever order it
+was stored in. :func:`prepare_case` then runs the MONAI dictionary transforms of
 :func:`medseg.transforms.preprocess.preprocessing`, in this order:
 
 1. ``crop_to_nonzero``: cut both volumes to the bounding box of voxels that are
@@ -31,6 +34,7 @@ import numpy as np
 from medseg.config.schema import Pipeline
 from medseg.errors import InputError
 from medseg.geometry import Geometry
+from medseg.orientation import to_canonical
 from medseg.transforms.preprocess import preprocessing
 from medseg.volume import Volume
 
@@ -51,8 +55,10 @@ class PreparedCase:
         image: float32 ``(C, I, J, K)``, resampled and normalised.
         label: uint8 ``(1, I, J, K)`` (int16 past 255 labels) on the same grid, or None.
         geometry: the grid of ``image`` and ``label``: the pipeline's spacing, the
-            source's origin (moved by the crop) and axes.
-        source_geometry: the scan's own grid, for :func:`restore_to_source`.
+            source's origin (moved by the crop) and axes (in the canonical order when the
+            pipeline asks for it).
+        source_geometry: the grid the case was prepared from, for :func:`restore_to_source`:
+            the scan's own, or its canonical order (same voxel centres, axes permuted).
         class_locations: label value -> ``(n, 3)`` int32 voxel indices (a random
             sample) of that label; None until computed (:func:`class_locations`).
     """
@@ -152,6 +158,9 @@ def prepare_case(image: Volume, label: Volume | None, pipeline: Pipeline, *, cas
         )
     if label is not None:
         image.geometry.require_same_grid(label.geometry, tolerance_mm=0.01, what=f"{what}: image and label grids")
+    if settings.orientation != "stored":
+        image = to_canonical(image)[0]
+        label = None if label is None else to_canonical(label)[0]
     item: dict[str, object] = {"image": image.array, "geometry": image.geometry, "case_id": what}
     label_dtype: type = np.uint8
     if label is not None:

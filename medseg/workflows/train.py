@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from medseg.config.loading import dump_pipeline, read_comments
 from medseg.config.schema import Pipeline
 from medseg.errors import ConfigError
 from medseg.io.files import write_atomically
@@ -45,6 +46,7 @@ from medseg.training.loop import (
     CHECKPOINT_DIR,
     LAST_CHECKPOINT,
     EpochCallback,
+    LoopOutcome,
     LoopSettings,
     Progress,
     Trainer,
@@ -52,6 +54,7 @@ from medseg.training.loop import (
 )
 from medseg.models.folder import export_model_folder
 from medseg.training.records import RunRecords
+from medseg.training.validation import largest_component_labels
 from medseg.workflows.resolve import ResolvedPipeline, resolve_pipeline
 from medseg.training.splits import Fold, FoldCases, load_or_make_splits, select_fold
 from medseg.training.state import Checkpoint, load_checkpoint
@@ -180,12 +183,16 @@ def train(
             if records is not None:
                 records.close()
 
+        exported, exported_text, chosen_note = _with_chosen_postprocessing(resolved, outcome)
+        if records is not None and chosen_note:
+            records.note(chosen_note)
+
         def export() -> Path:
             return export_model_folder(
                 run_dir / MODEL_DIR,
                 weights=outcome.best_weights,
-                pipeline=resolved.pipeline,
-                pipeline_yaml=resolved.text,
+                pipeline=exported,
+                pipeline_yaml=exported_text,
                 fingerprint=resolved.fingerprint,
                 metadata=_model_facts(resolved, chosen, outcome, target, group),
             )
@@ -208,6 +215,26 @@ def train(
         stopped=outcome.stopped,
         seconds=seconds,
     )
+
+
+def _with_chosen_postprocessing(resolved: ResolvedPipeline, outcome: LoopOutcome) -> tuple[Pipeline, str, str]:
+    """The pipeline to export, and a note: with ``choose_on_validation``, ``inference.postprocessing``'s
+    ``largest_component`` chosen on the exported epoch's validation cases (nnU-Net's rule); else as trained."""
+    pipeline = resolved.pipeline
+    settings = pipeline.inference.postprocessing
+    if not settings.choose_on_validation or outcome.component_dice is None:
+        return pipeline, resolved.text, ""
+    chosen, reason = largest_component_labels(sorted(pipeline.labels), *outcome.component_dice)
+    names = ", ".join(pipeline.labels[n].name for n in chosen) or "no label"
+    note = f"post-processing: largest component of {names}; {reason}"
+    if chosen == settings.largest_component:
+        return pipeline, resolved.text, note
+    postprocessing = settings.model_copy(update={"largest_component": chosen})
+    inference = pipeline.inference.model_copy(update={"postprocessing": postprocessing})
+    changed = pipeline.model_copy(update={"inference": inference})
+    header, comments = read_comments(resolved.text)
+    comments["inference.postprocessing.largest_component"] = reason
+    return changed, dump_pipeline(changed, comments=comments, header=header), note
 
 
 @dataclass

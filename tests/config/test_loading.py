@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,19 @@ def test_short_label_form_equals_long_form():
     long = CT.replace("labels: {1: liver, 2: spleen, 3: kidney}", "labels:\n  1: {name: liver}\n  2: {name: spleen}\n  3: {name: kidney}")
     assert parse_pipeline(long) == parse_pipeline(CT)
     assert "1: {name: liver}" in dump_pipeline(parse_pipeline(CT))
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.stem)
+def test_comments_read_back_are_written_again_in_their_places(path):
+    from medseg.config.loading import read_comments
+
+    text = path.read_text()
+    header, comments = read_comments(text)
+    assert header and text.startswith("# " + header.splitlines()[0])
+    assert "preprocessing.orientation" in comments and "one voxel order" in comments["preprocessing.orientation"]
+    again = dump_pipeline(parse_pipeline(text), comments=comments, header=header)
+    assert parse_pipeline(again) == parse_pipeline(text)
+    header_again, comments_again = read_comments(again)
+    assert header_again == header
+    # every comment comes back in its place but those above the items of a list (the dump writes none there)
+    assert comments_again == {k: v for k, v in comments.items() if not re.search(r"\.\d+$", k) or k.startswith("labels.")}

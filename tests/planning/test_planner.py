@@ -547,3 +547,32 @@ def test_a_2d_cpu_patch_grows_to_cover_most_slices_where_the_budget_allows():
     assert "the median image shape" in comments["training.patch_size"]
     gpu, comments = plan_pipeline(fp, name="p", device="cuda")
     assert "percentile" not in comments["training.patch_size"]  # nnU-Net's rule: the median
+
+
+def test_a_cohort_stored_in_mixed_voxel_orders_is_planned_in_one_orientation(tmp_path):
+    """Half the phantoms stored as RAS NIfTI (i and j reversed): measured in their stored order, no label keeps
+    a side along i or j and mirroring stays on; in the canonical order the plan trains in, the sides show."""
+    from medseg.planning import plan_dataset
+    from medseg.planning.context import mirror_axes
+    from medseg.planning.fingerprint import compute_fingerprint
+    from tests import factories
+    from tests.datasets.builders import ct_pair, write_nnunet
+
+    cases = {}
+    for seed in range(6):
+        (image,), label = ct_pair(seed)
+        if seed % 2:
+            image, label = (factories.stored_as(v, (0, 1, 2), (True, True, False)) for v in (image, label))
+        cases[f"mixed_{seed}"] = ([image], label)
+    folder = write_nnunet(tmp_path / "Dataset009_Mixed", cases, ("CT",))
+    plan = plan_dataset(folder, device="cpu", cpu_speed=1.0)
+    assert plan.pipeline.preprocessing.orientation == "LPS"
+    assert "one voxel order" in plan.comments["preprocessing.orientation"]
+    assert 0 not in plan.pipeline.inference.mirror_axes and 1 not in plan.pipeline.inference.mirror_axes
+    stored = compute_fingerprint(
+        [(images[0], label) for images, label in cases.values()],
+        modality="CT",
+        channel_names=["CT"],
+        labels={1: "liver", 2: "spleen", 3: "kidney"},
+    )
+    assert {0, 1} <= set(mirror_axes(stored, 3)[0])  # what training in the stored order would have flipped

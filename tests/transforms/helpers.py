@@ -22,6 +22,7 @@ def make_pipeline(
     normalization: dict[str, Any] | list[dict[str, Any]] = CT,
     crop_to_nonzero: bool = False,
     crop_to_body: bool = False,
+    orientation: str = "stored",
     augmentation: dict[str, Any] | list[dict[str, Any]] | None = None,
     **training: Any,
 ) -> Pipeline:
@@ -39,6 +40,7 @@ def make_pipeline(
                 "channels": [{"name": f"c{i}", "normalization": s} for i, s in enumerate(schemes)],
                 "crop_to_nonzero": crop_to_nonzero,
                 "crop_to_body": crop_to_body,
+                "orientation": orientation,
             },
             "network": {
                 "dimensions": dimensions,

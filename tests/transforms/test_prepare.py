@@ -121,3 +121,18 @@ def test_class_locations_sample_large_classes(monkeypatch):
     assert found[1].shape == (60, 3)  # 1% of 6000 beats 50
     assert len(np.unique(found[1], axis=0)) == 60
     np.testing.assert_array_equal(found[1], class_locations(labels, seed=3)[1])
+
+
+def test_an_lps_pipeline_prepares_every_stored_order_to_the_same_arrays(ct_phantom):
+    from tests.factories import stored_as
+
+    image, labels = ct_phantom
+    pipeline = make_pipeline(spacing=(4.0, 3.5, 5.0), orientation="LPS", crop_to_body=True)
+    reference = prepare_case(image, labels, pipeline)
+    for axes, flips in [((0, 1, 2), (True, True, False)), ((0, 1, 2), (False, False, True)), ((1, 0, 2), (True, False, False))]:
+        case = prepare_case(stored_as(image, axes, flips), stored_as(labels, axes, flips), pipeline)
+        np.testing.assert_array_equal(case.image, reference.image)
+        np.testing.assert_array_equal(case.label, reference.label)
+        assert case.geometry.is_close(reference.geometry, tolerance_mm=1e-6)
+    flipped = prepare_case(stored_as(image, (0, 1, 2), (True, False, False)), None, make_pipeline(spacing=(4.0, 3.5, 5.0)))
+    assert not np.array_equal(flipped.image, prepare_case(image, None, make_pipeline(spacing=(4.0, 3.5, 5.0))).image)
