@@ -26,9 +26,15 @@ slices2d   CT, ~256 x 256 x 16-20 at ~0.8 x 0.8 x 6-8 mm: "ring", "disc" and "cr
            density, each confined to one slice and placed independently in every slice.
 =========  ======================================================================================
 
-NIfTI files carry RAS affines of an LPS-ordered grid (as dcm2niix writes a supine
-CT: ``diag(-sx, -sy, sz)``) with the origin well away from zero; CT is int16 HU,
-MR float32, labels uint8. The patient's right is -x in LPS: the liver sits at x < 0.
+Every generator works on an LPS-ordered grid (voxel i toward the patient's left, j
+posterior, k superior; the patient's right is -x in LPS: the liver sits at x < 0), with
+the origin well away from zero. About 70% of the cases are stored that way (a RAS affine
+``diag(-sx, -sy, sz)``, as dcm2niix writes a head-first supine CT); the rest, drawn per
+case, in another voxel order (``STORED_ORDERS``: "RAS", "LPI" feet-first, "RAI", "RPS"
+mirrored), the array reversed along those axes and the affine changed with it, so
+every voxel keeps its position in the patient. Images and labels of a case share one
+order, recorded per case (``"stored"`` in ``robustness.json``). CT is int16 HU, MR
+float32, labels uint8.
 
 Run as a script to write one dataset and print its label fractions::
 
@@ -51,7 +57,7 @@ import numpy as np
 from scipy import ndimage
 
 #: Bumped whenever a generator changes what it writes: datasets of another version are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 #: The file, written last into a dataset folder, that records how the dataset was made.
 PARAMS_FILE = "robustness.json"
 SEED = 0
@@ -85,11 +91,38 @@ class Grid:
             out.append(values.reshape(shape))
         return out[0], out[1], out[2]
 
-    def ras_affine(self) -> np.ndarray:
-        """The NIfTI (RAS) affine: LPS x and y flipped."""
+    def ras_affine(self, order: str = "LPS") -> np.ndarray:
+        """The NIfTI (RAS) affine of the array stored in voxel ``order`` (see :func:`reversed_axes`).
+
+        LPS x and y flipped; each reversed axis's column negated and the origin moved to that
+        axis's last voxel, so every voxel keeps its position in the patient.
+        """
         affine = np.diag([-self.spacing[0], -self.spacing[1], self.spacing[2], 1.0])
         affine[:3, 3] = [-self.origin[0], -self.origin[1], self.origin[2]]
+        for axis in reversed_axes(order):
+            affine[:3, 3] += affine[:3, axis] * (self.shape[axis] - 1)
+            affine[:3, axis] *= -1
         return affine
+
+
+#: The voxel orders a case is stored in, with their shares: the patient direction each voxel axis
+#: points to (``nibabel.aff2axcodes`` of the written RAS affine). "LPS" is the grid's own order
+#: (as dcm2niix writes a head-first supine CT), "RAS" a NIfTI written in RAS order, "LPI" a
+#: feet-first scan, "RAI" both, "RPS" a left-right mirrored store.
+STORED_ORDERS = {"LPS": 0.7, "RAS": 0.075, "LPI": 0.075, "RAI": 0.075, "RPS": 0.075}
+
+
+def reversed_axes(order: str) -> tuple[int, ...]:
+    """The voxel axes of an LPS-ordered array reversed to store it in ``order`` ("RAS": 0 and 1)."""
+    if len(order) != 3 or any(code not in (same, other) for code, same, other in zip(order, "LPS", "RAI")):
+        raise ValueError(f"voxel order {order!r}: expected three letters, each that of LPS or its opposite (RAI)")
+    return tuple(axis for axis, (code, same) in enumerate(zip(order, "LPS")) if code != same)
+
+
+def stored_order(rng: np.random.Generator) -> str:
+    """A voxel order drawn with the shares of :data:`STORED_ORDERS`."""
+    orders = list(STORED_ORDERS)
+    return orders[int(rng.choice(len(orders), p=list(STORED_ORDERS.values())))]
 
 
 def jittered_grid(
@@ -121,13 +154,14 @@ def jittered_grid(
     return Grid(grid_shape, grid_spacing, tuple(float(v) for v in origin))  # type: ignore[arg-type]
 
 
-def write_nifti(array: np.ndarray, grid: Grid, path: Path) -> None:
-    """``array`` as compressed NIfTI-1 with qform = sform = the grid's affine, mm units."""
+def write_nifti(array: np.ndarray, grid: Grid, path: Path, *, order: str = "LPS") -> None:
+    """``array`` (on ``grid``) stored in voxel ``order`` as compressed NIfTI-1, qform = sform, mm units."""
     import nibabel as nib
 
-    image = nib.Nifti1Image(array, grid.ras_affine())
-    image.set_qform(grid.ras_affine(), code=1)
-    image.set_sform(grid.ras_affine(), code=1)
+    affine = grid.ras_affine(order)
+    image = nib.Nifti1Image(np.ascontiguousarray(np.flip(array, reversed_axes(order))), affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
     image.header.set_xyzt_units("mm")
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(image, str(path))
@@ -665,8 +699,9 @@ def write_dataset(
 ) -> dict:
     """Write dataset ``name`` into ``folder`` (created; must be absent or empty); returns what was recorded.
 
-    The record (``PARAMS_FILE``, written last) holds the parameters, and per case the grid,
-    label fractions and generation seconds.
+    The record (``PARAMS_FILE``, written last) holds the parameters, and per case the voxel
+    order it is stored in (drawn after its anatomy), the grid (shape and spacing in the LPS
+    order it was made in), label fractions and generation seconds.
     """
     spec = SPECS[name]
     if folder.exists() and any(folder.iterdir()):
@@ -675,15 +710,18 @@ def write_dataset(
     cases = []
     for number in range(1, train_cases + test_cases + 1):
         case_started = time.monotonic()
-        scan = spec.make(case_rng(spec, seed, number))
+        rng = case_rng(spec, seed, number)
+        scan = spec.make(rng)
+        order = stored_order(rng)
         case_id = f"{name}_{number:03d}"
         images, labels = ("imagesTr", "labelsTr") if number <= train_cases else ("imagesTs", "labelsTs")
         for channel, array in enumerate(scan.channels):
-            write_nifti(array, scan.grid, folder / images / f"{case_id}_{channel:04d}.nii.gz")
-        write_nifti(scan.labels, scan.grid, folder / labels / f"{case_id}.nii.gz")
+            write_nifti(array, scan.grid, folder / images / f"{case_id}_{channel:04d}.nii.gz", order=order)
+        write_nifti(scan.labels, scan.grid, folder / labels / f"{case_id}.nii.gz", order=order)
         record = {
             "case": case_id,
             "split": "train" if number <= train_cases else "test",
+            "stored": order,
             "shape": list(scan.grid.shape),
             "spacing": [round(v, 4) for v in scan.grid.spacing],
             "label_fractions": {k: round(v, 6) for k, v in label_fractions(scan.labels, spec.labels).items()},
@@ -693,8 +731,8 @@ def write_dataset(
         if log:
             fractions = ", ".join(f"{k} {v:.3%}" for k, v in record["label_fractions"].items())
             log(
-                f"{case_id} ({record['split']}): {record['shape']} at {record['spacing']} mm; {fractions}; "
-                f"{record['seconds']} s"
+                f"{case_id} ({record['split']}, stored {order}): {record['shape']} at {record['spacing']} mm; "
+                f"{fractions}; {record['seconds']} s"
             )
     manifest = {
         "name": spec.folder.split("_", 1)[1],
@@ -748,10 +786,14 @@ def summarise(record: dict) -> str:
         f"spacing min {spacings.min(0).round(3).tolist()} median {np.median(spacings, 0).round(3).tolist()} "
         f"max {spacings.max(0).round(3).tolist()} mm",
     ]
+    orders = [c["stored"] for c in cases if "stored" in c]
+    if orders:
+        lines.append("stored  " + ", ".join(f"{o} {orders.count(o)}" for o in STORED_ORDERS if o in orders))
+    width = max(8, *(len(label) for label in cases[0]["label_fractions"]))
     for label in cases[0]["label_fractions"]:
         values = np.array([c["label_fractions"][label] for c in cases])
         lines.append(
-            f"{label:<8} {values.min():.3%} .. {values.max():.3%} of voxels (median {np.median(values):.3%}; "
+            f"{label:<{width}} {values.min():.3%} .. {values.max():.3%} of voxels (median {np.median(values):.3%}; "
             f"absent in {int((values == 0).sum())} case(s))"
         )
     lines.append(f"{len(cases)} cases in {record['seconds']} s ({record['seconds'] / len(cases):.1f} s per case)")
