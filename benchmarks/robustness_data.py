@@ -25,7 +25,7 @@ mr         MR, two channels (T1, T2) in float32, multiplicative bias field, Rici
 slices2d   CT, ~256 x 256 x 16-20 at ~0.8 x 0.8 x 6-8 mm: "ring", "disc" and "cross" shapes of one
            density, each confined to one slice and placed independently in every slice.
 touching   CT abdomen, ~180 x 180 x 80 at ~1.75 x 1.75 x 2.5-3 mm: ten structures sharing boundaries,
-           0.002-7% of the voxels: "liver" (wrapping the "ivc" and a "cyst"), "kidney"s in fat
+           0.002-12% of the voxels: "liver" (wrapping the "ivc" and a "cyst"), "kidney"s in fat
            "capsule"s with an "adrenal" on each, "aorta" with renal arteries, "psoas" against
            "quadratus" (one muscle density), and a 2-4 mm "ureter" running down ~2/3 of the slices.
 =========  ======================================================================================
@@ -813,11 +813,14 @@ def make_touching(rng: np.random.Generator) -> Scan:
     for _, _, (box, mask) in kidneys.values():
         box, mask = grown(grid, box, mask, rng.uniform(3, 6))
         paint(labels, hu, box, mask, label=label["capsule"], value=fat_hu, within=free)
-    # 1: the liver, right and high, and 4: a cyst deep inside it
-    centre = (-a * rng.uniform(0.38, 0.48), b * rng.uniform(-0.15, 0.1), kidneys[-1][0][2] + rng.uniform(15, 35))
-    radii = np.array([rng.uniform(85, 100), rng.uniform(65, 80), rng.uniform(80, 100)]) * s
-    liver_box, liver = blob(coords, centre, radii, rng, roughness=0.2)
-    liver &= (labels[liver_box] == 0) & free[liver_box]
+    # 1: the liver, right and high (its dome above the field of view by at most 3/4 of its half-height),
+    # and 4: a cyst deep inside it
+    radii = np.array([rng.uniform(95, 110), rng.uniform(75, 90), rng.uniform(85, 100)]) * s
+    height = min(kidneys[-1][0][2] + rng.uniform(5, 25), zs[-1] - 0.25 * radii[2])
+    centre = (-a * rng.uniform(0.3, 0.4), b * rng.uniform(-0.15, 0.1), height)
+    liver_box, liver = blob(coords, centre, radii, rng, roughness=0.12)
+    near_aorta = (x - 0.5 * body.spine_r) ** 2 + (y - body.spine_y) ** 2 <= (2.7 * body.spine_r) ** 2
+    liver &= (labels[liver_box] == 0) & free[liver_box] & ~np.broadcast_to(near_aorta, grid.shape)[liver_box]
     in_liver = np.zeros(grid.shape, dtype=bool)
     in_liver[liver_box] = liver
     radius = rng.uniform(7, 16)
