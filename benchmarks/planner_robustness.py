@@ -5,8 +5,9 @@ Each dataset of ``robustness_data.py`` is built to break an automatic planner in
 way: organs told apart only by their side of the body (``context``), structures far
 under 1% of the voxels (``small``), 5 mm slices at 0.7 mm pixels (``aniso``), scans of
 15+ million voxels (``large``), two MR channels with bias fields and arbitrary scales
-(``mr``), 6-8 mm slices whose content changes from slice to slice (``slices2d``). One
-dataset per invocation, on the CPU, in one run:
+(``mr``), 6-8 mm slices whose content changes from slice to slice (``slices2d``), ten
+touching structures from a 2-4 mm ureter to the liver (``touching``). One dataset per
+invocation, on the CPU, in one run:
 
 1. writes the dataset into ``WORKDIR/data/`` (nnU-Net v2 layout: ``--train-cases``
    labelled cases, ``--test-cases`` unseen ones with their labels in ``labelsTs``;

@@ -1,6 +1,6 @@
 """Synthetic datasets built to break automatic planners (used by ``planner_robustness.py``).
 
-Six generators, each seeded and deterministic, each writing an nnU-Net v2 raw
+Seven generators, each seeded and deterministic, each writing an nnU-Net v2 raw
 dataset (``imagesTr/<case>_0000.nii.gz`` per channel, ``labelsTr``, ``imagesTs``,
 ``labelsTs`` with the test cases' ground truth, ``dataset.json``). They are
 written from scratch with numpy/scipy and share nothing with ``medseg.synthetic``;
@@ -24,11 +24,21 @@ mr         MR, two channels (T1, T2) in float32, multiplicative bias field, Rici
            with scar, T2 alone cyst with edema.
 slices2d   CT, ~256 x 256 x 16-20 at ~0.8 x 0.8 x 6-8 mm: "ring", "disc" and "cross" shapes of one
            density, each confined to one slice and placed independently in every slice.
+touching   CT abdomen, ~180 x 180 x 80 at ~1.75 x 1.75 x 2.5-3 mm: ten structures sharing boundaries,
+           0.002-12% of the voxels: "liver" (wrapping the "ivc" and a "cyst"), "kidney"s in fat
+           "capsule"s with an "adrenal" on each, "aorta" with renal arteries, "psoas" against
+           "quadratus" (one muscle density), and a 2-4 mm "ureter" running down ~2/3 of the slices.
 =========  ======================================================================================
 
-NIfTI files carry RAS affines of an LPS-ordered grid (as dcm2niix writes a supine
-CT: ``diag(-sx, -sy, sz)``) with the origin well away from zero; CT is int16 HU,
-MR float32, labels uint8. The patient's right is -x in LPS: the liver sits at x < 0.
+Every generator works on an LPS-ordered grid (voxel i toward the patient's left, j
+posterior, k superior; the patient's right is -x in LPS: the liver sits at x < 0), with
+the origin well away from zero. About 70% of the cases are stored that way (a RAS affine
+``diag(-sx, -sy, sz)``, as dcm2niix writes a head-first supine CT); the rest, drawn per
+case, in another voxel order (``STORED_ORDERS``: "RAS", "LPI" feet-first, "RAI", "RPS"
+mirrored), the array reversed along those axes and the affine changed with it, so
+every voxel keeps its position in the patient. Images and labels of a case share one
+order, recorded per case (``"stored"`` in ``robustness.json``). CT is int16 HU, MR
+float32, labels uint8.
 
 Run as a script to write one dataset and print its label fractions::
 
@@ -51,7 +61,7 @@ import numpy as np
 from scipy import ndimage
 
 #: Bumped whenever a generator changes what it writes: datasets of another version are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 #: The file, written last into a dataset folder, that records how the dataset was made.
 PARAMS_FILE = "robustness.json"
 SEED = 0
@@ -85,11 +95,38 @@ class Grid:
             out.append(values.reshape(shape))
         return out[0], out[1], out[2]
 
-    def ras_affine(self) -> np.ndarray:
-        """The NIfTI (RAS) affine: LPS x and y flipped."""
+    def ras_affine(self, order: str = "LPS") -> np.ndarray:
+        """The NIfTI (RAS) affine of the array stored in voxel ``order`` (see :func:`reversed_axes`).
+
+        LPS x and y flipped; each reversed axis's column negated and the origin moved to that
+        axis's last voxel, so every voxel keeps its position in the patient.
+        """
         affine = np.diag([-self.spacing[0], -self.spacing[1], self.spacing[2], 1.0])
         affine[:3, 3] = [-self.origin[0], -self.origin[1], self.origin[2]]
+        for axis in reversed_axes(order):
+            affine[:3, 3] += affine[:3, axis] * (self.shape[axis] - 1)
+            affine[:3, axis] *= -1
         return affine
+
+
+#: The voxel orders a case is stored in, with their shares: the patient direction each voxel axis
+#: points to (``nibabel.aff2axcodes`` of the written RAS affine). "LPS" is the grid's own order
+#: (as dcm2niix writes a head-first supine CT), "RAS" a NIfTI written in RAS order, "LPI" a
+#: feet-first scan, "RAI" both, "RPS" a left-right mirrored store.
+STORED_ORDERS = {"LPS": 0.7, "RAS": 0.075, "LPI": 0.075, "RAI": 0.075, "RPS": 0.075}
+
+
+def reversed_axes(order: str) -> tuple[int, ...]:
+    """The voxel axes of an LPS-ordered array reversed to store it in ``order`` ("RAS": 0 and 1)."""
+    if len(order) != 3 or any(code not in (same, other) for code, same, other in zip(order, "LPS", "RAI")):
+        raise ValueError(f"voxel order {order!r}: expected three letters, each that of LPS or its opposite (RAI)")
+    return tuple(axis for axis, (code, same) in enumerate(zip(order, "LPS")) if code != same)
+
+
+def stored_order(rng: np.random.Generator) -> str:
+    """A voxel order drawn with the shares of :data:`STORED_ORDERS`."""
+    orders = list(STORED_ORDERS)
+    return orders[int(rng.choice(len(orders), p=list(STORED_ORDERS.values())))]
 
 
 def jittered_grid(
@@ -121,13 +158,14 @@ def jittered_grid(
     return Grid(grid_shape, grid_spacing, tuple(float(v) for v in origin))  # type: ignore[arg-type]
 
 
-def write_nifti(array: np.ndarray, grid: Grid, path: Path) -> None:
-    """``array`` as compressed NIfTI-1 with qform = sform = the grid's affine, mm units."""
+def write_nifti(array: np.ndarray, grid: Grid, path: Path, *, order: str = "LPS") -> None:
+    """``array`` (on ``grid``) stored in voxel ``order`` as compressed NIfTI-1, qform = sform, mm units."""
     import nibabel as nib
 
-    image = nib.Nifti1Image(array, grid.ras_affine())
-    image.set_qform(grid.ras_affine(), code=1)
-    image.set_sform(grid.ras_affine(), code=1)
+    affine = grid.ras_affine(order)
+    image = nib.Nifti1Image(np.ascontiguousarray(np.flip(array, reversed_axes(order))), affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
     image.header.set_xyzt_units("mm")
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(image, str(path))
@@ -269,6 +307,49 @@ def tube(
     return box, distance <= radius_at[tuple(nearest)]  # type: ignore[return-value]
 
 
+def grown(grid: Grid, box: tuple[slice, ...], mask: np.ndarray, mm: float) -> tuple[tuple[slice, ...], np.ndarray]:
+    """``mask`` (in ``box``) grown by ``mm``: a larger box and the voxels within ``mm`` of the mask."""
+    pad = [math.ceil(mm / s) + 1 for s in grid.spacing]
+    big = tuple(slice(max(b.start - p, 0), min(b.stop + p, n)) for b, p, n in zip(box, pad, grid.shape))
+    inner = np.zeros(tuple(b.stop - b.start for b in big), dtype=bool)
+    inner[tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, big))] = mask
+    if not inner.any():
+        return big, inner
+    return big, ndimage.distance_transform_edt(~inner, sampling=grid.spacing) <= mm
+
+
+def deep_point(
+    rng: np.random.Generator, grid: Grid, coords: Coords, box: tuple[slice, ...], mask: np.ndarray, depth: float
+) -> np.ndarray:
+    """A random point (mm) of ``mask`` (in ``box``) at least ``depth`` mm inside it, else one of its deepest."""
+    distance = ndimage.distance_transform_edt(mask, sampling=grid.spacing)
+    candidates = np.argwhere(distance >= depth)
+    if len(candidates) == 0:
+        candidates = np.argwhere(distance == distance.max())
+    index = candidates[rng.integers(len(candidates))] + [b.start for b in box]
+    return np.array([float(axis.ravel()[i]) for axis, i in zip(coords, index)])
+
+
+@dataclass(frozen=True)
+class Sections:
+    """An axis-aligned ellipse per slice: centres and semi-axes (mm, slices x 2), and the slices it is in."""
+
+    centres: np.ndarray
+    axes: np.ndarray
+    present: np.ndarray
+
+    def mask(self, coords: Coords) -> np.ndarray:
+        """The voxels inside the ellipse of their slice."""
+        x, y, _ = coords
+        (cx, cy), (ax, ay) = ([v[:, i].reshape(1, 1, -1) for i in range(2)] for v in (self.centres, self.axes))
+        return (((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2 <= 1) & self.present.reshape(1, 1, -1)
+
+    def at(self, zs: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Centres and semi-axes interpolated to heights ``z`` (mm), the slices being at ``zs``."""
+        pick = [np.interp(z, zs, v[:, i]) for v in (self.centres, self.axes) for i in range(2)]
+        return np.stack(pick[:2], axis=1), np.stack(pick[2:], axis=1)
+
+
 # -- intensities ----------------------------------------------------------------------------
 
 
@@ -292,6 +373,8 @@ class Body:
     half_width: float  # mm
     half_depth: float  # mm
     soft_hu: float  # the soft tissue's mean density
+    spine_y: float  # the vertebral column's centre (mm, at x = 0)
+    spine_r: float  # its radius (mm)
 
 
 def abdomen(
@@ -329,7 +412,9 @@ def abdomen(
     if aorta:
         vessel = (x - 0.1 * a) ** 2 + (y - spine_y + spine_r + 14 * s) ** 2 <= (rng.uniform(9, 12) * s) ** 2
         hu = np.where(vessel & interior, rng.uniform(140, 220), hu)
-    return Body(hu.astype(np.float32), np.broadcast_to(interior, grid.shape), (x, y, z), s, a, b, soft)
+    return Body(
+        hu.astype(np.float32), np.broadcast_to(interior, grid.shape), (x, y, z), s, a, b, soft, spine_y, spine_r
+    )
 
 
 def label_fractions(labels: np.ndarray, names: Sequence[str]) -> dict[str, float]:
@@ -605,6 +690,148 @@ def make_slices2d(rng: np.random.Generator) -> Scan:
     return Scan(grid, [image], labels)
 
 
+#: The structures of ``touching``, in label order.
+TOUCHING_LABELS = ("liver", "kidney", "capsule", "cyst", "adrenal", "aorta", "ivc", "psoas", "quadratus", "ureter")
+
+
+def along_z(rng: np.random.Generator, zs: np.ndarray, x: float, y: float, wander: float) -> np.ndarray:
+    """A path (mm, N x 3) through every slice height ``zs`` near (``x``, ``y``), wandering by ``wander`` mm."""
+    fine = np.linspace(zs[0], zs[-1], len(zs) * 6)
+    return np.stack(
+        [x + wander * smooth_curve(rng, len(fine)), y + wander * smooth_curve(rng, len(fine)), fine], axis=1
+    )
+
+
+def psoas_sections(rng: np.random.Generator, body: Body, zs: np.ndarray, side: int, top: float) -> Sections:
+    """A psoas beside the vertebral column on ``side`` (-1 right, 1 left) from ``top`` down, widening downwards."""
+    s = body.scale
+    t = np.clip((top - zs) / max(top - zs[0], 1.0), 0, 1)
+    swell = 1 + 0.08 * smooth_curve(rng, len(zs))
+    axes = np.stack([(6 + 14 * t) * s * swell, (6 + 12 * t) * s * swell], axis=1)
+    centres = np.stack(
+        [side * (0.8 * body.spine_r + 0.9 * axes[:, 0]), body.spine_y - 0.35 * body.spine_r - 0.2 * axes[:, 1]], axis=1
+    )
+    return Sections(centres, axes, zs <= top)
+
+
+def quadratus_sections(rng: np.random.Generator, body: Body, psoas: Sections, side: int, top: float) -> Sections:
+    """A flat muscle lateral to and behind ``psoas``, overlapping it, from ``top`` down."""
+    s, zs = body.scale, body.coords[2].ravel()
+    swell = 1 + 0.05 * smooth_curve(rng, len(zs))
+    axes = np.stack([rng.uniform(13, 18) * s * swell, rng.uniform(6, 9) * s * swell], axis=1)
+    x = np.abs(psoas.centres[:, 0]) + 0.8 * psoas.axes[:, 0] + 0.8 * axes[:, 0]
+    centres = np.stack([side * x, body.spine_y - 0.1 * body.spine_r + 0.3 * axes[:, 1]], axis=1)
+    return Sections(centres, axes, zs <= top)
+
+
+def ureter_path(rng: np.random.Generator, hilum: np.ndarray, psoas: Sections, zs: np.ndarray, side: int) -> np.ndarray:
+    """From ``hilum`` (mm) down onto the front of ``psoas`` within 30-45 mm, then along it past the last slice."""
+    z = np.arange(hilum[2], zs[0] - 10, -0.5)
+    centres, axes = psoas.at(zs, z)
+    front = np.stack([centres[:, 0] + side * 0.4 * axes[:, 0], centres[:, 1] - 0.9 * axes[:, 1]], axis=1)
+    t = np.clip((hilum[2] - z) / rng.uniform(30, 45), 0, 1)
+    weight = (t * t * (3 - 2 * t))[:, None]  # smoothstep
+    xy = (1 - weight) * hilum[:2] + weight * front
+    xy += 1.5 * np.stack([smooth_curve(rng, len(z)), smooth_curve(rng, len(z))], axis=1) * weight
+    return np.column_stack([xy, z])
+
+
+def vessel_paths(
+    rng: np.random.Generator, body: Body, zs: np.ndarray, hila: dict[int, np.ndarray]
+) -> tuple[list[tuple[np.ndarray, float]], tuple[np.ndarray, float]]:
+    """Centrelines (mm) and radii of the aorta in front of the column and a renal artery to each hilum; the IVC's."""
+    s = body.scale
+    r_aorta, r_ivc = rng.uniform(9, 12) * s, rng.uniform(9, 13) * s
+    x, y = 0.3 * body.spine_r, body.spine_y - body.spine_r - r_aorta - rng.uniform(1, 4) * s
+    arteries = [(along_z(rng, zs, x, y, 3 * s), r_aorta)]
+    for hilum in hila.values():
+        start, end = np.array([x, y, hilum[2] + rng.uniform(5, 12)]), hilum + [0, 0, rng.uniform(4, 8)]
+        points = np.linspace(start, end, int(np.linalg.norm(end - start) / 0.5) + 2)
+        arteries.append((points, rng.uniform(2.5, 3.5)))
+    ivc = along_z(rng, zs, x - r_aorta - r_ivc - rng.uniform(1, 4) * s, y + rng.uniform(-4, 2) * s, 3 * s)
+    return arteries, (ivc, r_ivc)
+
+
+def make_touching(rng: np.random.Generator) -> Scan:
+    """CT abdomen: ten structures sharing boundaries, from a 2-4 mm ureter to the liver; some neighbours alike.
+
+    Painted in order, each taking only voxels still free, so overlapping shapes come out
+    touching: ureter, aorta with renal arteries, IVC, adrenals, psoas, quadratus, kidneys,
+    their fat capsules, a cyst inside the liver, the liver (which wraps round the IVC and
+    abuts the right kidney). Alike: kidney, arteries and ureter (contrast), psoas and
+    quadratus (muscle), capsule and the unlabelled fat, liver and adrenal.
+    """
+    grid = jittered_grid(rng, (180, 180, 80), (1.75, 1.75, 2.75), jitter=0.08, slice_mm=(2.5, 3.0))
+    body = abdomen(rng, grid, aorta=False)
+    hu, s, a, b, coords = body.hu, body.scale, body.half_width, body.half_depth, body.coords
+    x, y, z = coords
+    zs = z.ravel()
+    free = body.interior & ~(x**2 + (y - body.spine_y) ** 2 <= body.spine_r**2)  # not the vertebral column
+    labels = np.zeros(grid.shape, dtype=np.uint8)
+    texture = smooth_field(rng, grid.shape, (8, 8, 5))
+    label = {name: n for n, name in enumerate(TOUCHING_LABELS, start=1)}
+    z_kidney = grid.extent[2] / 2 * rng.uniform(0.35, 0.5)
+    kidneys, hila, psoas = {}, {}, {}
+    for side in (-1, 1):  # LPS: the patient's right is -x; the right kidney sits lower
+        centre = np.array([side * a * rng.uniform(0.3, 0.38), b * rng.uniform(0.25, 0.35), z_kidney])
+        centre[2] -= rng.uniform(5, 15) if side < 0 else 0
+        radii = np.array([22, 27, 46]) * s * rng.uniform(0.88, 1.12, 3)
+        kidneys[side] = (centre, radii, blob(coords, centre, radii, rng, roughness=0.08, yaw_deg=20))
+        hila[side] = centre + radii * [-side * 0.6, -0.2, -0.1]
+        psoas[side] = psoas_sections(rng, body, zs, side, centre[2] + 0.3 * radii[2])
+    # 10: the right ureter (urine with excreted contrast), from the hilum down the front of the psoas
+    points = ureter_path(rng, hila[-1], psoas[-1], zs, -1)
+    box, mask = tube(grid, coords, points, rng.uniform(1.0, 2.0))
+    paint(labels, hu, box, mask, label=label["ureter"], value=rng.uniform(100, 300), within=free)
+    # 6: the aorta with a renal artery to each hilum (one density); 7: the IVC to its right
+    arteries, (ivc, r_ivc) = vessel_paths(rng, body, zs, hila)
+    aorta_hu = rng.uniform(150, 230)
+    for points, radius in arteries:
+        box, mask = tube(grid, coords, points, radius)
+        paint(labels, hu, box, mask, label=label["aorta"], value=aorta_hu, within=free)
+    box, mask = tube(grid, coords, ivc, r_ivc)
+    paint(labels, hu, box, mask, label=label["ivc"], value=rng.uniform(90, 150), within=free)
+    # 5: an adrenal on the upper pole of each kidney, toward the midline
+    for side, (centre, radii, _) in kidneys.items():
+        gland = np.array([rng.uniform(3, 5), rng.uniform(9, 13), rng.uniform(11, 16)]) * s
+        where = centre + [-side * 0.25 * radii[0], -0.05 * radii[1], 0.8 * radii[2] + 0.7 * gland[2]]
+        box, mask = blob(coords, where, gland, rng, roughness=0.15, yaw_deg=40, tilt_deg=15)
+        paint(labels, hu, box, mask, label=label["adrenal"], value=body.soft_hu + rng.uniform(5, 20), within=free)
+    # 8, 9: psoas and quadratus (one muscle density), each side
+    muscle_hu = rng.uniform(45, 65) + 6 * texture
+    everywhere = (slice(None),) * 3
+    for sections in psoas.values():
+        paint(labels, hu, everywhere, sections.mask(coords), label=label["psoas"], value=muscle_hu, within=free)
+    for side, sections in psoas.items():
+        quadratus = quadratus_sections(rng, body, sections, side, kidneys[side][0][2])
+        paint(labels, hu, everywhere, quadratus.mask(coords), label=label["quadratus"], value=muscle_hu, within=free)
+    # 2: the kidneys; 3: their fat capsules, 3-6 mm of fat round them
+    kidney_hu = rng.uniform(150, 200) + 8 * texture
+    for _, _, (box, mask) in kidneys.values():
+        paint(labels, hu, box, mask, label=label["kidney"], value=kidney_hu, within=free)
+    fat_hu = rng.uniform(-100, -75) + 8 * texture
+    for _, _, (box, mask) in kidneys.values():
+        box, mask = grown(grid, box, mask, rng.uniform(3, 6))
+        paint(labels, hu, box, mask, label=label["capsule"], value=fat_hu, within=free)
+    # 1: the liver, right and high (its dome above the field of view by at most 3/4 of its half-height),
+    # and 4: a cyst deep inside it
+    radii = np.array([rng.uniform(95, 110), rng.uniform(75, 90), rng.uniform(85, 100)]) * s
+    height = min(kidneys[-1][0][2] + rng.uniform(5, 25), zs[-1] - 0.25 * radii[2])
+    centre = (-a * rng.uniform(0.3, 0.4), b * rng.uniform(-0.15, 0.1), height)
+    liver_box, liver = blob(coords, centre, radii, rng, roughness=0.12)
+    near_aorta = (x - 0.5 * body.spine_r) ** 2 + (y - body.spine_y) ** 2 <= (2.7 * body.spine_r) ** 2
+    liver &= (labels[liver_box] == 0) & free[liver_box] & ~np.broadcast_to(near_aorta, grid.shape)[liver_box]
+    in_liver = np.zeros(grid.shape, dtype=bool)
+    in_liver[liver_box] = liver
+    radius = rng.uniform(7, 16)
+    box, mask = blob(coords, deep_point(rng, grid, coords, liver_box, liver, radius + 3), [radius] * 3, rng)
+    paint(labels, hu, box, mask, label=label["cyst"], value=rng.uniform(0, 20), within=in_liver)
+    liver_hu = body.soft_hu + rng.uniform(25, 45) + 8 * texture
+    paint(labels, hu, liver_box, liver, label=label["liver"], value=liver_hu)
+    image = finish_ct(rng, hu, rng.uniform(10, 35))
+    return Scan(grid, [image], labels)
+
+
 # -- datasets -------------------------------------------------------------------------------
 
 
@@ -634,6 +861,7 @@ SPECS = {
         Spec("large", "Dataset804_Large", make_large, ("CT",), ("liver", "kidney", "aorta"), 12, 4),
         Spec("mr", "Dataset805_MR", make_mr, ("T1", "T2"), ("cyst", "scar", "edema")),
         Spec("slices2d", "Dataset806_Slices2D", make_slices2d, ("CT",), ("ring", "disc", "cross")),
+        Spec("touching", "Dataset807_Touching", make_touching, ("CT",), TOUCHING_LABELS),
     )
 }
 
@@ -665,8 +893,9 @@ def write_dataset(
 ) -> dict:
     """Write dataset ``name`` into ``folder`` (created; must be absent or empty); returns what was recorded.
 
-    The record (``PARAMS_FILE``, written last) holds the parameters, and per case the grid,
-    label fractions and generation seconds.
+    The record (``PARAMS_FILE``, written last) holds the parameters, and per case the voxel
+    order it is stored in (drawn after its anatomy), the grid (shape and spacing in the LPS
+    order it was made in), label fractions and generation seconds.
     """
     spec = SPECS[name]
     if folder.exists() and any(folder.iterdir()):
@@ -675,15 +904,18 @@ def write_dataset(
     cases = []
     for number in range(1, train_cases + test_cases + 1):
         case_started = time.monotonic()
-        scan = spec.make(case_rng(spec, seed, number))
+        rng = case_rng(spec, seed, number)
+        scan = spec.make(rng)
+        order = stored_order(rng)
         case_id = f"{name}_{number:03d}"
         images, labels = ("imagesTr", "labelsTr") if number <= train_cases else ("imagesTs", "labelsTs")
         for channel, array in enumerate(scan.channels):
-            write_nifti(array, scan.grid, folder / images / f"{case_id}_{channel:04d}.nii.gz")
-        write_nifti(scan.labels, scan.grid, folder / labels / f"{case_id}.nii.gz")
+            write_nifti(array, scan.grid, folder / images / f"{case_id}_{channel:04d}.nii.gz", order=order)
+        write_nifti(scan.labels, scan.grid, folder / labels / f"{case_id}.nii.gz", order=order)
         record = {
             "case": case_id,
             "split": "train" if number <= train_cases else "test",
+            "stored": order,
             "shape": list(scan.grid.shape),
             "spacing": [round(v, 4) for v in scan.grid.spacing],
             "label_fractions": {k: round(v, 6) for k, v in label_fractions(scan.labels, spec.labels).items()},
@@ -693,8 +925,8 @@ def write_dataset(
         if log:
             fractions = ", ".join(f"{k} {v:.3%}" for k, v in record["label_fractions"].items())
             log(
-                f"{case_id} ({record['split']}): {record['shape']} at {record['spacing']} mm; {fractions}; "
-                f"{record['seconds']} s"
+                f"{case_id} ({record['split']}, stored {order}): {record['shape']} at {record['spacing']} mm; "
+                f"{fractions}; {record['seconds']} s"
             )
     manifest = {
         "name": spec.folder.split("_", 1)[1],
@@ -748,10 +980,14 @@ def summarise(record: dict) -> str:
         f"spacing min {spacings.min(0).round(3).tolist()} median {np.median(spacings, 0).round(3).tolist()} "
         f"max {spacings.max(0).round(3).tolist()} mm",
     ]
+    orders = [c["stored"] for c in cases if "stored" in c]
+    if orders:
+        lines.append("stored  " + ", ".join(f"{o} {orders.count(o)}" for o in STORED_ORDERS if o in orders))
+    width = max(8, *(len(label) for label in cases[0]["label_fractions"]))
     for label in cases[0]["label_fractions"]:
         values = np.array([c["label_fractions"][label] for c in cases])
         lines.append(
-            f"{label:<8} {values.min():.3%} .. {values.max():.3%} of voxels (median {np.median(values):.3%}; "
+            f"{label:<{width}} {values.min():.3%} .. {values.max():.3%} of voxels (median {np.median(values):.3%}; "
             f"absent in {int((values == 0).sum())} case(s))"
         )
     lines.append(f"{len(cases)} cases in {record['seconds']} s ({record['seconds'] / len(cases):.1f} s per case)")
