@@ -14,12 +14,13 @@ computed before the clock starts; nothing is set per dataset by hand:
   cropped from the cached volumes (crops of depth 1, squeezed) and predicts slice by
   slice with MONAI's ``SliceInferer``.
 * **Spacing and patch**: the patch is :data:`PATCH_3D` (2D: :data:`PATCH_2D`), chosen once
-  on this 2-vCPU machine so that a step takes about 0.3-0.5 s; the spacing keeps the field
+  on a 2-vCPU machine with :data:`CROPS_PER_IMAGE` so that a step takes about 0.3 s (4 patches
+  of 64 x 64 x 32 a step, 3D; 16 slices of 160 x 160, 2D); the spacing keeps the field
   of view the tutorial's 96 x 96 x 48 patch has at the median spacing (each axis clipped to
   the median image): per axis, ``max(median spacing, that field of view / patch)``, i.e.
   1.5x the median spacing where the image is large. The patch is then clipped to the
   median image at that spacing (multiples of 16, at least 16). 2D keeps the slices' own
-  thickness.
+  thickness (and, its patch being larger than the tutorial's 96, the median in-plane spacing).
 * **Sampling**: ``RandCropByLabelClassesd`` with equal ratios for every class, background
   included, when a label covers under :data:`SMALL_LABEL_FRACTION` of the voxels (median
   over the training cases); else ``RandCropByPosNegLabeld`` (half the crops on
@@ -76,12 +77,14 @@ from train_throughput import TUTORIAL_CHANNELS, monai_preprocessing, monai_windo
 
 #: The tutorial's patch: its field of view (at the median spacing, clipped to the image) is kept.
 TUTORIAL_PATCH = (96, 96, 48)
-#: The CPU patches (chosen once on a 2-vCPU machine for steps of about 0.3-0.5 s).
+#: The CPU patches and crops per step, chosen once on a 2-vCPU machine for steps of about 0.3 s (measured with the
+#: tutorial's UNet and this arm's transforms: 4 x 64 x 64 x 32, 0.30 s; 16 x 160 x 160, 0.32 s; 2 x 64 x 64 x 32
+#: took 0.16 s, 8 x 128 x 128 0.13 s).
 PATCH_3D = (64, 64, 32)
-PATCH_2D = (128, 128)
-#: Images per step, and crops of each (3D, 2D).
+PATCH_2D = (160, 160)
+#: Images per step, and crops of each (3D, 2D: slices).
 IMAGES_PER_STEP = 2
-CROPS_PER_IMAGE = {3: 1, 2: 4}
+CROPS_PER_IMAGE = {3: 2, 2: 8}
 #: Each axis of a patch is a multiple of this (the UNet halves four times).
 PATCH_MULTIPLE = 16
 #: 2D when slices are this many times thicker than the in-plane spacing and there are at most MAX_SLICES_2D.
