@@ -259,11 +259,13 @@ def predict_monai(
     spacing: Sequence[float],
     patch: Sequence[int] = TUTORIAL_PATCH,
     preprocessing=None,
+    inferer: Callable[[Any, Any], Any] | None = None,
 ) -> None:
     """Sliding-window predictions, inverted back onto each image's grid, as ``<case>.nii.gz`` in ``output``.
 
     An image is one file, or the list of one case's channel files (``<case>_0000``, ``_0001``, ...).
-    ``preprocessing`` (of the "image" key) defaults to the tutorial's at ``spacing``.
+    ``preprocessing`` (of the "image" key) defaults to the tutorial's at ``spacing``; ``inferer(image,
+    model)`` (a MONAI inferer) to the tutorial's ``sliding_window_inference`` of ``patch``.
     """
     import nibabel as nib
     import numpy as np
@@ -286,7 +288,10 @@ def predict_monai(
         path = Path(files[0])
         item = preprocessing({"image": str(path) if len(files) == 1 else [str(f) for f in files]})
         with torch.no_grad():
-            item["pred"] = sliding_window_inference(item["image"][None], tuple(patch), SW_BATCH, model)[0]
+            if inferer is None:
+                item["pred"] = sliding_window_inference(item["image"][None], tuple(patch), SW_BATCH, model)[0]
+            else:
+                item["pred"] = inferer(item["image"][None], model)[0]
         labels = np.asarray(post(item)["pred"][0]).astype(np.uint8)
         source = nib.load(str(path))
         if labels.shape != source.shape[:3]:
