@@ -115,7 +115,8 @@ def medseg_cli(args: Sequence[str], log: Path, env: dict[str, str]) -> float:
     with log.open("w") as out:
         out.write("$ " + " ".join(command) + "\n")
         out.flush()
-        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env, check=False)
+        # in the log's folder: `python -m` puts the working directory first on sys.path, before PYTHONPATH
+        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env, check=False, cwd=log.parent)
     seconds = time.monotonic() - started
     if result.returncode != 0:
         tail = log.read_text().strip().splitlines()[-3:]

@@ -460,18 +460,36 @@ def run_monai_cpu_arm(
 def run_nnunet_arm(
     result: ArmResult, dataset: Path, work: Path, *, minutes: float, seed: int, env: dict[str, str], log: Log
 ) -> None:
-    """nnU-Net v2 (``nnunet_arm.py``), scored by ``medseg evaluate``."""
+    """nnU-Net v2 (``nnunet_arm.py``), scored by ``medseg evaluate``; mirroring as ``--nnunet-tta`` says."""
     import torch
     from nnunet_arm import run_nnunet
 
     threads = int(env["OMP_NUM_THREADS"]) if env.get("OMP_NUM_THREADS") else torch.get_num_threads()
-    record_arm(
-        result, run_nnunet(dataset, work, minutes=minutes, threads=threads, seed=seed, log=log), dataset, work, env
+    mirroring = env.get(NNUNET_TTA_ENV) == "1"
+    outcome = run_nnunet(
+        dataset, work, minutes=minutes, threads=threads, seed=seed, log=log, test_time_mirroring=mirroring
     )
+    record_arm(result, outcome, dataset, work, env)
 
+
+def run_medseg_ref(
+    result: ArmResult, dataset: Path, work: Path, *, minutes: float, seed: int, env: dict[str, str], log: Log
+) -> None:
+    """The medseg arm with the checkout of ``--medseg-ref`` (its commit in the settings)."""
+    ref = Path(env[MEDSEG_REF_ENV])
+    ref_env = {**env, "PYTHONPATH": os.pathsep.join([str(ref), *filter(None, [env.get("PYTHONPATH")])])}
+    run_medseg(result, dataset, work, minutes=minutes, seed=seed, env=ref_env, log=log)
+    result.settings["checkout"] = str(ref)
+    result.settings["commit"] = checkout_commit(ref)
+
+
+#: Environment entries through which main() hands its options to the arms.
+NNUNET_TTA_ENV = "MEDSEG_BENCH_NNUNET_TTA"
+MEDSEG_REF_ENV = "MEDSEG_BENCH_REF"
 
 RUNNERS = {
     "medseg": run_medseg,
+    "medseg-ref": run_medseg_ref,
     "monai-cpu": run_monai_cpu_arm,
     "nnunet": run_nnunet_arm,
     "monai-tutorial": run_monai_tutorial,
@@ -525,8 +543,12 @@ def version_info() -> dict[str, str]:
 
 
 def source_commit() -> str | None:
-    """The checkout's commit (``+dirty`` with uncommitted changes to medseg/), or None outside git."""
-    root = Path(__file__).resolve().parents[1]
+    """This checkout's commit (``+dirty`` with uncommitted changes to medseg/), or None outside git."""
+    return checkout_commit(Path(__file__).resolve().parents[1])
+
+
+def checkout_commit(root: Path) -> str | None:
+    """``root``'s commit (``+dirty`` with uncommitted changes to medseg/), or None outside git."""
     try:
         commit = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
@@ -649,6 +671,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--results", type=Path, default=None, help="JSON-lines file to append to (default WORKDIR/results.jsonl)"
     )
+    parser.add_argument(
+        "--medseg-ref",
+        type=Path,
+        default=None,
+        metavar="CHECKOUT",
+        help="another medseg checkout (e.g. `git worktree add /tmp/ref COMMIT`) run as the arm `medseg-ref` in the "
+        "same run, its commit recorded: a rule change judged against the code before it on the same scans",
+    )
+    parser.add_argument(
+        "--nnunet-tta",
+        action="store_true",
+        help="nnU-Net predicts with its test-time mirroring (default off on the CPU: about 8x the windows, "
+        "7 minutes a context scan on 2 cores; medseg's CPU default has no mirroring either)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads for every arm (default: torch's)")
     parser.add_argument("--train-cases", type=int, default=None, help="labelled training cases (default 24; large 12)")
     parser.add_argument("--test-cases", type=int, default=None, help="unseen test cases (default 10; large 4)")
@@ -659,6 +695,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "metrics and evaluations)",
     )
     args = parser.parse_args(argv)
+    args.workdir = args.workdir.resolve()  # medseg's commands run in their arm's folder
+    if args.medseg_ref is not None:
+        args.medseg_ref = args.medseg_ref.resolve()
+        if not (args.medseg_ref / "medseg" / "__init__.py").is_file():
+            parser.error(f"--medseg-ref {args.medseg_ref}: not a medseg checkout (no medseg/__init__.py)")
+        if "medseg-ref" not in args.arms:
+            args.arms.insert(args.arms.index("medseg") + 1 if "medseg" in args.arms else 0, "medseg-ref")
     if args.table:
         args.role = args.role or "report"
     elif args.dataset:
@@ -703,6 +746,9 @@ def main(argv: list[str] | None = None) -> int:
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     import torch
 
+    env[NNUNET_TTA_ENV] = "1" if args.nnunet_tta else "0"
+    if args.medseg_ref is not None:
+        env[MEDSEG_REF_ENV] = str(args.medseg_ref)
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
         torch.set_num_threads(args.threads)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 #: The arms in the order tables list them; lines of the old ``monai`` arm were the tutorial's defaults.
-ARMS = ("medseg", "monai-cpu", "nnunet", "monai-tutorial")
+ARMS = ("medseg", "medseg-ref", "monai-cpu", "nnunet", "monai-tutorial")
 LEGACY_ARMS = {"monai": "monai-tutorial"}
 
 
@@ -79,6 +79,8 @@ def group_lines(lines: Iterable[dict], role: str) -> dict[tuple, list[dict]]:
         if (line.get("role") or "dev") != role:
             continue
         arm = LEGACY_ARMS.get(line.get("arm", "?"), line.get("arm", "?"))
+        if arm == "medseg-ref":  # an earlier checkout: named by its commit
+            arm = f"medseg {(line.get('settings') or {}).get('commit') or 'ref'}"
         key = (line.get("dataset", "?"), arm, line.get("check") or "", number(line.get("minutes")))
         groups.setdefault(key, {})[seed_of(line)] = line
     return {key: list(by_seed.values()) for key, by_seed in groups.items()}
