@@ -81,7 +81,10 @@ def group_lines(lines: Iterable[dict], role: str) -> dict[tuple, list[dict]]:
         arm = LEGACY_ARMS.get(line.get("arm", "?"), line.get("arm", "?"))
         if arm == "medseg-ref":  # an earlier checkout: named by its commit
             arm = f"medseg {(line.get('settings') or {}).get('commit') or 'ref'}"
-        key = (line.get("dataset", "?"), arm, line.get("check") or "", number(line.get("minutes")))
+        dataset = line.get("dataset", "?")
+        if ((line.get("generator") or {}).get("version") or 1) < 2:  # every case LPS, before the stored orders
+            dataset += " (v1 data)"
+        key = (dataset, arm, line.get("check") or "", number(line.get("minutes")))
         groups.setdefault(key, {})[seed_of(line)] = line
     return {key: list(by_seed.values()) for key, by_seed in groups.items()}
 
