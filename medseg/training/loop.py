@@ -511,12 +511,9 @@ class Trainer:
         self._validation_seconds = time.monotonic() - started
         if self.budget is not None and list(cases) == self.budget.cases:
             self.budget.record(self._validation_seconds)
-        kept = [scores[number][1] for number in cases]
-        self._component_dice = (
-            self._per_label([scores[number][0] for number in cases]),
-            self._per_label(kept),
-        )
-        return [scores[number][0] for number in cases]
+        as_predicted, largest_kept = [scores[n][0] for n in cases], [scores[n][1] for n in cases]
+        self._component_dice = (self._per_label(as_predicted), self._per_label(largest_kept))
+        return as_predicted
 
     def _per_label(self, scores: Sequence[Sequence[float]]) -> list[float]:
         """Per label, the mean over the cases' Dice (NaN where no case holds the label)."""
