@@ -51,7 +51,7 @@ def resolve_models(args: argparse.Namespace) -> list[Path]:
         ModelError: a path that is not a model medseg runs, or a fold asked for that is missing.
         ConfigError: a malformed --folds.
     """
-    from medseg.inference.loading import check_models
+    from medseg.model_formats import check_models
 
     given = args.model if isinstance(args.model, list) else [args.model]
     models = []
@@ -84,13 +84,13 @@ def parse_folds(text: str | tuple[int, ...] | None) -> tuple[int, ...] | None:
     return folds
 
 
-def model_options(args: argparse.Namespace):  # -> medseg.inference.loading.ModelOptions
+def model_options(args: argparse.Namespace):  # -> medseg.model_formats.ModelOptions
     """The nnU-Net options given (folds parsed).
 
     Raises:
         ConfigError: a malformed --folds.
     """
-    from medseg.inference.loading import ModelOptions
+    from medseg.model_formats import ModelOptions
 
     return ModelOptions(folds=parse_folds(args.folds), checkpoint=args.checkpoint, orientation=args.orientation)
 

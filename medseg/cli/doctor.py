@@ -12,7 +12,7 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
-HELP = "check the installation: versions, CUDA, DICOM codecs, external tools and the bundled model"
+HELP = "check the installation: versions, CUDA, DICOM codecs, external tools, model formats and the bundled model"
 
 #: Libraries medseg cannot work without (import name -> distribution name).
 ESSENTIAL_LIBRARIES = {
@@ -113,6 +113,8 @@ def diagnose(*, on_check: Callable[[str], None] | None = None) -> dict[str, Any]
     on_check("tools")
     report["tools"] = {name: shutil.which(name) for name in TOOLS}
     ready = all(report["libraries"][name]["ok"] for name in ("torch", "monai"))
+    on_check("model formats")
+    report["model_formats"] = _model_formats(problems)
     on_check("the bundled model")
     report["bundled_model"] = _bundled_model(problems) if ready else {"ok": False, "error": "torch/MONAI missing"}
     report["ok"] = not problems
@@ -210,6 +212,18 @@ def _bundled_model(problems: list[str]) -> dict[str, Any]:
     }
 
 
+def _model_formats(problems: list[str]) -> dict[str, Any]:
+    """The formats ``--model`` accepts (the registry's), and installed ones that failed to load."""
+    from medseg.model_formats import formats, plugin_problems
+
+    failed = plugin_problems()
+    problems.extend(failed)
+    return {
+        "formats": [{"name": f.name, "title": f.title, "module": type(f).__module__} for f in formats()],
+        "failed": failed,
+    }
+
+
 def _version(distribution: str) -> str | None:
     try:
         return metadata.version(distribution)
@@ -259,6 +273,11 @@ def _render(report: dict[str, Any]) -> None:
     stdout.print("\n[bold]tools[/]")
     for name, path in report["tools"].items():
         line(ok if path else info, f"{name}: {path or 'not on PATH'} ({TOOLS[name]})")
+    stdout.print("\n[bold]model formats[/] (what --model accepts)")
+    for entry in report["model_formats"]["formats"]:
+        line(ok, f"{entry['name']}: {entry['title']} ({entry['module']})")
+    for failure in report["model_formats"]["failed"]:
+        line(no, failure)
     model = report["bundled_model"]
     stdout.print("\n[bold]bundled model[/]")
     if model["ok"]:

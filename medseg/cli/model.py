@@ -1,4 +1,4 @@
-"""``medseg model PATH [--json]``: what a model is (medseg, nnU-Net v2 or MONAI bundle)."""
+"""``medseg model PATH [--json]``: what a model is, in any format the registry knows (:mod:`medseg.model_formats`)."""
 
 from __future__ import annotations
 
@@ -28,13 +28,13 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from medseg.cli._render import stdout
-    from medseg.models.kinds import describe_model
+    from medseg.model_formats import ModelOptions, describe_model
 
     if str(args.path) == "bundled" and not args.path.exists():
         from medseg.models.bundled import bundled_model_path
 
         args.path = bundled_model_path()
-    info = describe_model(args.path, checkpoint=args.checkpoint)
+    info = describe_model(args.path, ModelOptions(checkpoint=args.checkpoint))
     if args.json:
         print(json.dumps(info.to_dict(), indent=2))
         return 0
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         ("weights", f"{info.parameters / 1e6:.2f} M parameters" if info.parameters else "-"),
         ("version", info.version or "-"),
     ]
-    if info.kind == "nnunet":
+    if info.trainer or info.configuration:
         rows.insert(2, ("trainer", f"{info.trainer or '-'} ({info.configuration or '-'})"))
     rows += [
         (key, f"{value:.3f}" if isinstance(value, float) else str(value))

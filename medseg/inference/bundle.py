@@ -34,7 +34,7 @@ from medseg.errors import ModelError
 from medseg.inference.engine import InferenceSettings
 from medseg.inference.foreign import ForeignSegmenter
 from medseg.inference.window import Progress
-from medseg.models.kinds import ModelInfo
+from medseg.models.info import ModelInfo
 from medseg.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class BundleSegmenter(ForeignSegmenter):
     A post-processing without ``AsDiscreted`` gives 255 everywhere.
 
     Args:
-        info: the bundle (:func:`~medseg.models.kinds.describe_model`).
+        info: the bundle (:func:`~medseg.model_formats.describe_model`).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a torch device; replaces the bundle's ``device``.
         settings: ``overlap`` and ``batch_size`` replace the inferer's ``overlap`` and
             ``sw_batch_size``; mirroring is not offered (the bundle's inferer decides).

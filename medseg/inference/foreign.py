@@ -22,7 +22,7 @@ from medseg.inference.engine import InferenceSettings
 from medseg.inference.guardrails import ModelFacts
 from medseg.inference.window import Progress
 from medseg.io.codes import known_codes
-from medseg.models.kinds import ModelInfo
+from medseg.models.info import ModelInfo
 from medseg.volume import Segment, Volume, VolumeKind
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class ForeignSegmenter:
     """A model of another tool, described by ``info``, ready to segment scans.
 
     Args:
-        info: what the model is (:func:`~medseg.models.kinds.describe_model`).
+        info: what the model is (:func:`~medseg.model_formats.describe_model`).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a torch device.
         settings: overrides of the model's own inference settings, where the kind allows them.
 

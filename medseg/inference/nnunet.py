@@ -36,7 +36,7 @@ from scipy.ndimage import gaussian_filter
 from medseg.inference.engine import InferenceSettings
 from medseg.inference.foreign import ForeignSegmenter
 from medseg.inference.window import Progress
-from medseg.models.kinds import ModelInfo
+from medseg.models.info import ModelInfo
 from medseg.models.nnunet import NnunetModel, load_nnunet
 from medseg.transforms.nnunet import new_shape, nonzero_box, normalise_channel, resample_channel, separate_axis
 from medseg.volume import Volume
@@ -51,7 +51,7 @@ class NnunetSegmenter(ForeignSegmenter):
     """An nnU-Net v2 trained-model folder, ready to segment scans.
 
     Args:
-        info: the model's description (:func:`~medseg.models.kinds.describe_model`).
+        info: the model's description (:func:`~medseg.model_formats.describe_model`).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a torch device.
         settings: ``overlap`` (tile step ``1 - overlap``) and ``tta`` (mirroring) override nnU-Net's defaults.
         folds: the folds to average (default: every fold present).

@@ -114,11 +114,9 @@ def require_model_folder(path: str | os.PathLike[str]) -> Path:
     folder = model_folder(path)
     foreign = (folder / "plans.json").is_file() or (folder / "configs" / "metadata.json").is_file()
     if (folder.is_file() and zipfile.is_zipfile(folder)) or (not (folder / MODEL_METADATA).is_file() and foreign):
-        from medseg.models.kinds import describe_model
-
-        info = describe_model(folder)  # raises for a broken one, naming what it is
         raise ModelError(
-            f"{path}: {info.describe()}, not a medseg model folder (medseg.inference.load_segmenter runs it)"
+            f"{path}: another tool's model (nnU-Net or MONAI bundle), not a medseg model folder "
+            "(medseg.model_formats.load_segmenter runs it; medseg model describes it)"
         )
     if not folder.is_dir():
         raise ModelError(f"{path}: no model folder there (a model folder, or the training run's RUN_DIR holding one)")

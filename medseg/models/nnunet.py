@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from medseg.errors import ModelError
-from medseg.models.kinds import ModelInfo
+from medseg.models.info import ModelInfo, read_json
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class NnunetModel:
 
 
 def load_nnunet(info: ModelInfo, *, folds: Sequence[int] | None = None, device: torch.device) -> NnunetModel:
-    """Load the nnU-Net model ``info`` describes (:func:`~medseg.models.kinds.describe_model`).
+    """Load the nnU-Net model ``info`` describes (:func:`~medseg.model_formats.describe_model`).
 
     Args:
         info: the model's description (its checkpoints are the chosen ``final`` or ``best`` ones).
@@ -160,9 +160,7 @@ def read_plan(folder: Path, configuration: str) -> NnunetPlan:
     Raises:
         ModelError: the configuration is missing, or is a cascade stage.
     """
-    from medseg.models.kinds import _json
-
-    plans, dataset = _json(folder / "plans.json"), _json(folder / "dataset.json")
+    plans, dataset = read_json(folder / "plans.json"), read_json(folder / "dataset.json")
     configs = plans.get("configurations") or {}
     if configuration not in configs:
         raise ModelError(

@@ -40,7 +40,7 @@ from typing import Any
 
 from medseg.errors import ConfigError, MedsegError, PacsError
 from medseg.inference.engine import InferenceSettings, Segmenter
-from medseg.inference.loading import ModelOptions
+from medseg.model_formats import ModelOptions
 from medseg.io.files import write_atomically
 from medseg.pacs.config import PacsSettings, check_ae_title
 from medseg.pacs.model import folder_name
@@ -73,7 +73,7 @@ class ListenerOptions:
         retry_interval: seconds between attempts to send results a peer did not take.
         device: ``auto``, ``cpu`` or ``cuda``.
         inference: sliding-window settings (None: the model's defaults).
-        model_options: nnU-Net folds, checkpoint and orientation (:class:`~medseg.inference.loading.ModelOptions`).
+        model_options: nnU-Net folds, checkpoint and orientation (:class:`~medseg.model_formats.ModelOptions`).
     """
 
     storage: Path
@@ -192,7 +192,7 @@ class Listener:
 
         from medseg.pacs.dimse import RECEIVE_TRANSFER_SYNTAXES, set_no_delay
 
-        from medseg.inference.loading import check_models, is_loaded
+        from medseg.model_formats import check_models, is_loaded
 
         model = self._model
         if is_loaded(model):
@@ -497,7 +497,7 @@ def _load_worker_model(
     import torch
 
     torch.set_num_threads(threads)
-    from medseg.inference.loading import load_segmenter
+    from medseg.model_formats import load_segmenter
 
     _WORKER["segmenter"] = load_segmenter(model, device=device, settings=inference, options=model_options)
     _WORKER["device"], _WORKER["inference"] = device, inference

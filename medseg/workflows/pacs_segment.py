@@ -34,7 +34,7 @@ from pydicom.dataset import Dataset
 
 from medseg.errors import ConfigError, MedsegError
 from medseg.inference.engine import InferenceSettings, Segmenter
-from medseg.inference.loading import ModelOptions, is_loaded, load_segmenter
+from medseg.model_formats import ModelOptions, is_loaded, load_segmenter
 from medseg.io.dicom_outputs import AlgorithmIdentity
 from medseg.io.files import write_atomically
 from medseg.pacs.client import PacsClient
@@ -71,7 +71,7 @@ class SegmentOptions:
         keep_images: keep the pulled images in ``WORK/images`` after a series is pushed.
         device: ``auto``, ``cpu`` or ``cuda``.
         inference: overlap, windows per batch, mirroring (None: the model's defaults).
-        model_options: nnU-Net folds, checkpoint and orientation (:class:`~medseg.inference.loading.ModelOptions`).
+        model_options: nnU-Net folds, checkpoint and orientation (:class:`~medseg.model_formats.ModelOptions`).
     """
 
     formats: tuple[str, ...] = ("seg",)

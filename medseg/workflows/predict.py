@@ -31,7 +31,7 @@ from typing import Literal
 
 from medseg.errors import ConfigError, InputError, MedsegError
 from medseg.inference.engine import InferenceSettings, Segmenter
-from medseg.inference.loading import ModelOptions, is_loaded, load_segmenter
+from medseg.model_formats import ModelOptions, is_loaded, load_segmenter
 from medseg.inference.guardrails import check_image
 from medseg.inference.inputs import Case, collect_cases, select_shard
 from medseg.inference.quality import CaseQuality, assess_case, batch_flags
@@ -74,7 +74,7 @@ class PredictOptions:
         include_localizers: also segment localizer/scout series.
         dicom: how irregular and tilted series are read; tilted ones are kept on their
             acquired (sheared) grid by default, so the mask lands on the acquired slices.
-        model_options: nnU-Net folds, checkpoint and orientation (:class:`~medseg.inference.loading.ModelOptions`).
+        model_options: nnU-Net folds, checkpoint and orientation (:class:`~medseg.model_formats.ModelOptions`).
     """
 
     formats: tuple[str, ...] = ("nifti",)
@@ -155,7 +155,7 @@ def predict(
         inputs: image files, folders of them, DICOM files, folders or trees.
         output: the output folder (created).
         model: a model (folder, ``RUN_DIR``, nnU-Net folder, MONAI bundle), a list of them to merge,
-            or a loaded segmenter (:func:`~medseg.inference.loading.load_segmenter`).
+            or a loaded segmenter (:func:`~medseg.model_formats.load_segmenter`).
         options: formats, device, inference settings, shard, extras.
         progress: ``(stage, done, total)`` callbacks.
 

@@ -26,9 +26,9 @@ from medseg.errors import InputError, ModelError
 from medseg.geometry import Geometry
 from medseg.inference.bundle import BundleSegmenter
 from medseg.inference.engine import InferenceSettings
-from medseg.inference.loading import load_segmenter
+from medseg.model_formats import load_segmenter
 from medseg.io import read_image, write_nifti
-from medseg.models.kinds import describe_model
+from medseg.model_formats import describe_model
 from medseg.synthetic import PhantomSpec, make_phantom
 from medseg.volume import Volume, VolumeKind
 from tests import factories

@@ -12,10 +12,10 @@ import pytest
 
 from medseg.cli import main
 from medseg.inference.engine import InferenceSettings
-from medseg.inference.loading import ModelOptions, load_segmenter
+from medseg.model_formats import ModelOptions, load_segmenter
 from medseg.io import read_image, read_nifti
 from medseg.io.seg import read_seg
-from medseg.models.kinds import describe_model
+from medseg.model_formats import describe_model
 from tests.factories import write_series
 
 pytest.importorskip("nnunetv2")

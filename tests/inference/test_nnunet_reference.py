@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from medseg.io import read_nifti
-from medseg.models.kinds import describe_model
+from medseg.model_formats import describe_model
 from medseg.volume import VolumeKind
 from tests.nnunet_reference import TINY_TRAINER, reference_dice
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from medseg.errors import ModelError
-from medseg.inference.loading import load_segmenter
-from medseg.models.kinds import describe_model
+from medseg.model_formats import load_segmenter
+from medseg.model_formats import describe_model
 from medseg.models.nnunet import build_network, read_plan
 from tests.models.test_kinds import DATASET, PLANS
 

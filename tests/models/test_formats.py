@@ -12,7 +12,7 @@ import torch
 from medseg.cli import main
 from medseg.errors import ModelError
 from medseg.models.bundled import bundled_model_path
-from medseg.models.kinds import describe_model
+from medseg.model_formats import ModelOptions, describe_model
 
 # As nnU-Net v2 writes them (nnUNetv2_plan_and_preprocess; trimmed to what medseg reads and a little more).
 PLANS = {
@@ -121,7 +121,7 @@ def test_an_nnunet_trained_model_folder(nnunet):
     assert info.channels == ["CT"] and info.modality == "CT" and info.dimensions == 3
     assert info.spacing == [2.5, 0.8, 0.8] and info.patch_size == [96, 160, 160]
     assert info.folds == [0] and info.parameters == 112  # fold 3 has only its best checkpoint
-    assert describe_model(nnunet, checkpoint="best").folds == [3]
+    assert describe_model(nnunet, ModelOptions(checkpoint="best")).folds == [3]
     assert "an nnU-Net v2 model (Dataset017_Abdomen; 3d_fullres; fold 0)" == info.describe()
 
 
