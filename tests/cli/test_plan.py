@@ -56,7 +56,7 @@ def test_broken_cases_are_all_listed_and_nothing_is_written(phantoms, tmp_path, 
     (broken / "labelsTr" / "phantom_002.nii.gz").unlink()
     (broken / "imagesTr" / "phantom_004_0000.nii.gz").write_bytes(b"not a nifti")
     output = tmp_path / "plan.yaml"
-    assert main(["-q", "plan", str(broken), "--output", str(output)]) == 1
+    assert main(["-q", "plan", str(broken), "--output", str(output)]) == 2
     err = capsys.readouterr().err
     assert "phantom_002" in err and "phantom_004" in err
     assert not output.exists()
@@ -80,7 +80,7 @@ def test_a_csv_list_without_declared_labels_is_planned(phantoms, tmp_path, capsy
 
 def test_plan_for_a_cpu_says_so_and_fits_a_step_budget(phantoms, tmp_path, capsys):
     from medseg.planning import pipeline_step_seconds
-    from medseg.planning.planner import CPU_STEP_SECONDS
+    from medseg.planning.budget import CPU_STEP_SECONDS
 
     output = tmp_path / "cpu.yaml"
     command = ["plan", str(phantoms), "--device", "cpu", "--threads", "2", "--cpu-speed", "1", "--output", str(output)]

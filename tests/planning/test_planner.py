@@ -21,7 +21,7 @@ from medseg.planning import (
 )
 from medseg.planning.context import CPU_CONTEXT_SHARE, MIN_LABEL_VOXELS
 from medseg.planning.spacing import choose_spacing
-from medseg.planning.planner import CPU_BASE_FILTERS, CPU_STEP_SECONDS, CPU_TRAINING_HOURS
+from medseg.planning.budget import CPU_BASE_FILTERS, CPU_STEP_SECONDS, CPU_TRAINING_HOURS
 from medseg.planning.topology import round_up
 from medseg.synthetic import PhantomSpec, make_phantom
 from tests.planning.fingerprints import CT_STATS, abdominal_ct, fingerprint, prostate_mr
