@@ -1,8 +1,9 @@
 """The ``medseg`` command line: thin over the library, quick to start.
 
 Each sub-command lives in its own module with ``add_parser`` and ``run``; heavy
-imports happen inside ``run`` so that ``medseg --help`` is instant. Errors the
-user can fix print one line and exit non-zero; ``--debug`` shows tracebacks.
+imports happen inside ``run`` so that ``medseg --help`` is instant. Errors print one
+line and exit with a code of the table in :mod:`medseg.cli.exits`; ``--debug`` shows
+tracebacks.
 """
 
 from __future__ import annotations
@@ -15,15 +16,43 @@ from collections.abc import Sequence
 from typing import Any
 
 from medseg import __version__
-from medseg.cli import completion, convert, demo, doctor, evaluate, info, listen, model, pacs, plan, predict, train
-from medseg.cli import report, review
+from medseg.cli import (
+    completion,
+    convert,
+    demo,
+    doctor,
+    evaluate,
+    info,
+    listen,
+    model,
+    pacs,
+    plan,
+    predict,
+    report,
+    review,
+    train,
+)
+from medseg.cli.exits import Exit, exit_for
 
 COMMANDS = (
-    info, convert, plan, train, predict, evaluate, pacs, listen, demo, doctor, completion, report, review, model
+    info,
+    convert,
+    plan,
+    train,
+    predict,
+    evaluate,
+    pacs,
+    listen,
+    demo,
+    doctor,
+    completion,
+    report,
+    review,
+    model,
 )
 
-# Exit codes.
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# Exit codes (medseg.cli.exits has the table).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = Exit.OK, Exit.FAILED, Exit.USAGE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,26 +115,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.captureWarnings(True)
         logging.getLogger("py.warnings").setLevel(logging.ERROR)
         logging.getLogger("pydicom").setLevel(logging.ERROR)
-    from medseg.errors import ConfigError, MedsegError
-
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
         print("medseg: interrupted", file=sys.stderr)
-        return 130
+        return Exit.INTERRUPTED
     except BrokenPipeError:  # the reader went away (`medseg info DIR --json | head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
         return EXIT_OK
-    except (ConfigError, FileNotFoundError) as exc:
+    except Exception as exc:
         if args.debug:
             raise
-        print(f"medseg {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (MedsegError, OSError) as exc:  # OSError: unwritable output, full disk, ...
-        if args.debug:
-            raise
-        print(f"medseg {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        code = exit_for(exc)
+        if code is Exit.FAILED and not isinstance(exc, OSError):
+            what = f"unexpected error: {type(exc).__name__}: {exc} (--debug shows where)"
+        else:
+            what = f"error: {exc}"
+        print(f"medseg {args.command}: {what}", file=sys.stderr)
+        return int(code)
 
 
 if __name__ == "__main__":

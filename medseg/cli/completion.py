@@ -21,7 +21,7 @@ SHELLS = ("bash", "zsh", "fish")
 HELP = "print a shell completion script (bash, zsh or fish) for medseg"
 
 _SAFE_WORD = re.compile(r"^[A-Za-z0-9_.,/+:=-]+$")
-_PATHLIKE = re.compile(r"file|dir|folder|path|output|model|pipeline", re.I)
+_PATHLIKE = re.compile(r"file|dir|folder|path|output|model|pipeline", re.IGNORECASE)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -7,6 +7,8 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medseg.cli.exits import batch_exit
+
 if TYPE_CHECKING:
     from medseg.workflows.convert import ConversionResult
 
@@ -113,9 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if report.skipped_files:
         stdout.print(f"{len(report.skipped_files)} file(s) without an image skipped (see `medseg info --all`)")
     stdout.print(", ".join(f"{n} {s}" for s, n in counts.items() if n) or "nothing to convert")
-    if not report.results:
-        return 1
-    return 1 if report.failed else 0
+    return batch_exit(failed=len(report.failed), total=len(report.results))
 
 
 def _to_dicom(args: argparse.Namespace) -> int:

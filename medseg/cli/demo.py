@@ -34,8 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medseg.cli._render import print_json, progress_bar, stdout
     from medseg.cli._models import resolve_models
+    from medseg.cli._render import print_json, progress_bar, stdout
     from medseg.workflows.demo import MIN_DICE, run_demo
 
     if args.model is not None:

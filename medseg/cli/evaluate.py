@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from medseg.cli.exits import batch_exit
+
 if TYPE_CHECKING:
     from rich.table import Table
 
@@ -94,8 +96,7 @@ def run(args: argparse.Namespace) -> int:
         stdout.print("wrote " + escape(", ".join(str(p) for p in written)))
     if not evaluation.cases and not evaluation.failures:
         errors.print("[red]no case scored[/]: no prediction and reference share a case id")
-        return 1
-    return 1 if evaluation.failures else 0
+    return batch_exit(failed=len(evaluation.failures), total=len(evaluation.cases) + len(evaluation.failures))
 
 
 def _table(evaluation: Evaluation) -> Table:

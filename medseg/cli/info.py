@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from medseg.cli.exits import Exit
+
 HELP = "list the image series in a DICOM folder and the NIfTI/NRRD/MHA files in a tree (or describe one file)"
 
 
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
                 skipped.append({"path": path, "reason": str(exc).removeprefix(f"{path}: ")})
     if args.json:
         print_json(entries)
-        return 0 if entries else 1
+        return Exit.OK if entries else Exit.USAGE
     _print_text(entries, skipped, show_skipped=args.all)
     if not entries:
         raise InputError(f"{args.path}: no image series found")

@@ -68,10 +68,10 @@ def run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from medseg.cli._models import model_argument, model_options, resolve_models
     from medseg.cli._render import stdout
     from medseg.cli.pacs import quiet_libraries
     from medseg.pacs.config import load_settings, parse_peer
-    from medseg.cli._models import model_argument, model_options, resolve_models
     from medseg.workflows.listen import Listener, ListenerOptions, default_workers
 
     quiet_libraries(args)

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from medseg.cli._models import add_model_arguments
+from medseg.cli.exits import Exit, batch_exit
 
 HELP = "query, pull from, push to and segment series in a PACS (DICOMweb or DIMSE)"
 CONNECTION_HELP = (
@@ -240,7 +241,7 @@ def run_pull(args: argparse.Namespace) -> int:
             stdout.print(f"[green]pulled[/] {len(paths):>4} instance(s) {what} -> {folder}")
     if not found:
         stdout.print("no series found")
-        return 1
+        return Exit.USAGE
     stdout.print(f"{len(found)} series pulled into {args.output}")
     return 0
 
@@ -265,13 +266,13 @@ def run_push(args: argparse.Namespace) -> int:
         error_when_silent("pacs", f"{path}: {reason}")
     failed = f", {len(report.failed)} failed" if report.failed else ""
     stdout.print(f"{len(report.stored)} instance(s) stored{failed}")
-    return 0 if report.ok else 1
+    return batch_exit(failed=len(report.failed), total=len(files))
 
 
 def run_segment(args: argparse.Namespace) -> int:
+    from medseg.cli._models import model_argument, model_options, resolve_models
     from medseg.cli._render import error_when_silent, progress_bar, stdout
     from medseg.pacs.client import connect
-    from medseg.cli._models import model_argument, model_options, resolve_models
     from medseg.workflows.pacs_segment import SegmentOptions, segment_series
 
     quiet_libraries(args)
@@ -301,4 +302,4 @@ def run_segment(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{report.count(status)} {status}" for status in style if report.count(status))
     manifest = report.work / "manifest.csv"
     stdout.print(f"{counts or 'no image series found'} in {report.seconds:.1f} s; manifest: {manifest}")
-    return 1 if report.failed else 0
+    return Exit.PARTIAL if report.failed else Exit.OK  # no new series is not an error for a job run by cron

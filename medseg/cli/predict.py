@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medseg.cli._models import add_model_arguments, model_argument, model_options, resolve_models
+from medseg.cli.exits import batch_exit
 
 if TYPE_CHECKING:
     from medseg.workflows.predict import CaseResult, PredictReport
@@ -82,10 +83,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from medseg.cli._render import error_when_silent, print_json, progress_bar, stdout
     from medseg.errors import ConfigError
-    from medseg.workflows.predict import FORMATS, PredictOptions, predict
     from medseg.inference.engine import InferenceSettings
     from medseg.inference.inputs import parse_shard, shard_from_environment
     from medseg.io.dicom import DicomReadOptions
+    from medseg.workflows.predict import FORMATS, PredictOptions, predict
 
     formats = tuple(dict.fromkeys(f.strip().lower() for f in args.format.split(",") if f.strip()))
     unknown = [f for f in formats if f not in FORMATS]
@@ -139,9 +140,7 @@ def run(args: argparse.Namespace) -> int:
         from medseg.workflows.report import write_report
 
         stdout.print(f"report: {write_report(report.output).path}")
-    if report.cases_total == 0:
-        return 1  # nothing to segment: most likely a wrong path
-    return 1 if report.failed else 0
+    return batch_exit(failed=len(report.failed), total=report.cases_total)
 
 
 def _summary(report: PredictReport, counts: dict[str, int], shard: tuple[int, int] | None) -> dict[str, Any]:

@@ -45,7 +45,9 @@ def register_format(model_format: ModelFormat) -> None:
         ModelError: it does not implement the protocol, or its name is taken.
     """
     if not isinstance(model_format, ModelFormat):
-        raise ModelError(f"{model_format!r} is not a model format (name, title, expects, detect, describe, check, load)")
+        raise ModelError(
+            f"{model_format!r} is not a model format (name, title, expects, detect, describe, check, load)"
+        )
     if any(f.name == model_format.name for f in formats()):
         raise ModelError(f"a model format named {model_format.name!r} is registered already")
     _registered.append(model_format)

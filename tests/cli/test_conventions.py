@@ -74,7 +74,7 @@ def test_a_missing_model_folder_is_a_model_error_in_one_line(command, tmp_path, 
     image = tmp_path / "scan.nii.gz"
     image.write_bytes(b"")
     values = {"missing": str(tmp_path / "no-model"), "input": str(image), "out": str(tmp_path / "out")}
-    assert main([part.format(**values) for part in command]) == 1  # a model error, not a usage error (2)
+    assert main([part.format(**values) for part in command]) == 2  # a model error: fix the command
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no-model: no model folder there" in err
     assert not (tmp_path / "out").exists()
@@ -110,7 +110,7 @@ def test_quiet_prints_nothing_but_errors(trained_model, scan_and_labels, tmp_pat
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and err.startswith("medseg convert: error: ") and "nope" in err
     (scans / "broken_0000.nii.gz").write_bytes(b"not a nifti")
-    assert main(["-q", "predict", "--model", str(trained_model), str(scans), "-o", str(masks)]) == 1
+    assert main(["-q", "predict", "--model", str(trained_model), str(scans), "-o", str(masks)]) == 4
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("medseg predict: error: broken") and err.count("\n") == 1
 

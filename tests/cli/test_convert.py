@@ -91,7 +91,7 @@ def test_failed_series_is_listed_and_others_convert(tmp_path, capsys):
     bad = factories.write_series(good, tmp_path / "in" / "bad", series_number=2, series_description="gappy")
     bad[4].unlink()  # a missing slice: refused by default
     code = main(["convert", str(tmp_path / "in"), str(tmp_path / "out")])
-    assert code == 1
+    assert code == 4
     out = capsys.readouterr().out
     assert "failed" in out and "gappy" in out and "missing" in out
     assert (tmp_path / "out" / "0001_good.nii.gz").exists()
@@ -141,10 +141,10 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, capsys):
     assert exc.value.code == 2
 
 
-def test_nothing_to_convert_exits_1(tmp_path, capsys):
+def test_nothing_to_convert_exits_2(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "readme.txt").write_text("hello")
-    assert main(["convert", str(tmp_path / "in"), str(tmp_path / "out")]) == 1
+    assert main(["convert", str(tmp_path / "in"), str(tmp_path / "out")]) == 2
     assert "nothing to convert" in capsys.readouterr().out
 
 
@@ -201,7 +201,7 @@ def test_rtstruct_and_seg_in_a_tree_become_label_maps_beside_their_series(tmp_pa
 
     code = main(["convert", str(tmp_path / "in"), str(tmp_path / "out")])
 
-    assert code == 1
+    assert code == 4
     assert "which this folder does not hold" in capsys.readouterr().out
     for kind in ("rtstruct", "seg"):
         converted = read_nifti(tmp_path / "out" / f"0004_CT.{kind}.nii.gz")
@@ -254,6 +254,6 @@ def test_a_nifti_label_map_on_a_series_round_trips_through_dicom_exactly(tmp_pat
     moved[:3, 3] += (0.0, 0.0, 5.0)
     write_image(drawn.replace(geometry=Geometry(drawn.geometry.shape, moved)), tmp_path / "shifted.nii.gz")
     arguments = ["convert", str(tmp_path / "shifted.nii.gz"), str(tmp_path / "x.dcm")]
-    assert main([*arguments, "--series", str(tmp_path / "in" / "ct")]) == 1
+    assert main([*arguments, "--series", str(tmp_path / "in" / "ct")]) == 2
     assert "shifted.nii.gz and the series' grid are 5 mm apart" in capsys.readouterr().err
     assert not (tmp_path / "x.dcm").exists()

@@ -64,7 +64,7 @@ def test_exit_codes(tmp_path, capsys):
     preds, refs = _study(tmp_path)
     write_nifti(_labels(0, Geometry.from_spacing(GEOMETRY.shape, (1.0, 1.0, 1.0))), preds / "moved.nii.gz")
     write_nifti(_labels(0), refs / "moved.nii.gz")
-    assert main(["-q", "evaluate", str(preds), str(refs)]) == 1  # one case could not be scored
+    assert main(["-q", "evaluate", str(preds), str(refs)]) == 4  # one case could not be scored
     assert "failed:" in capsys.readouterr().err
     assert main(["-q", "evaluate", str(preds), str(tmp_path / "missing")]) == 2
     assert main(["-q", "evaluate", str(preds), str(refs), "--labels", "pancreas"]) == 2
@@ -72,7 +72,7 @@ def test_exit_codes(tmp_path, capsys):
     assert main(["-q", "evaluate", str(preds), str(refs), "--labels", " , "]) == 2
     other = tmp_path / "other"
     write_nifti(_labels(0), other / "zzz.nii.gz")
-    assert main(["-q", "evaluate", str(preds), str(other)]) == 1  # nothing pairs
+    assert main(["-q", "evaluate", str(preds), str(other)]) == 2  # nothing pairs
     assert "no case scored" in capsys.readouterr().err
 
 

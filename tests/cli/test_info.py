@@ -68,7 +68,7 @@ def test_image_file(tmp_path, capsys):
 
 def test_no_series_is_an_error(tmp_path, capsys):
     (tmp_path / "a.txt").write_text("x")
-    assert main(["-q", "info", str(tmp_path)]) == 1
+    assert main(["-q", "info", str(tmp_path)]) == 2
     assert "no image series" in capsys.readouterr().err
 
 

@@ -56,9 +56,9 @@ def test_usage_errors_exit_2_with_one_line(trained_model, nifti_inputs, tmp_path
 
 
 def test_a_missing_model_or_input_is_one_line(nifti_inputs, tmp_path, capsys):
-    assert main(["predict", "--model", str(tmp_path / "nope"), str(nifti_inputs), "--output", str(tmp_path / "o")]) == 1
+    assert main(["predict", "--model", str(tmp_path / "nope"), str(nifti_inputs), "--output", str(tmp_path / "o")]) == 2
     assert "no model folder" in capsys.readouterr().err  # a model error, as an incomplete folder is
-    assert main(["predict", "--model", str(tmp_path), str(nifti_inputs), "--output", str(tmp_path / "o")]) == 1
+    assert main(["predict", "--model", str(tmp_path), str(nifti_inputs), "--output", str(tmp_path / "o")]) == 2
     assert "not a complete model folder" in capsys.readouterr().err
     assert main(["predict", "--model", str(tmp_path), str(tmp_path / "missing"), "--output", str(tmp_path / "o")]) == 2
     assert "no such file" in capsys.readouterr().err

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from medseg.geometry import Geometry
-from medseg.workflows.predict import PredictOptions, predict
 from medseg.inference.engine import Segmenter
 from medseg.inference.records import read_manifest
 from medseg.io import read_image, write_image
@@ -23,6 +22,7 @@ from medseg.io.dicom import DicomReadOptions, read_dicom
 from medseg.io.seg import read_seg
 from medseg.synthetic import make_phantom
 from medseg.training.validation import dice_per_label
+from medseg.workflows.predict import PredictOptions, predict
 from tests import factories
 
 REPO = Path(__file__).resolve().parents[2]

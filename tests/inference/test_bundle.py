@@ -26,9 +26,8 @@ from medseg.errors import InputError, ModelError
 from medseg.geometry import Geometry
 from medseg.inference.bundle import BundleSegmenter
 from medseg.inference.engine import InferenceSettings
-from medseg.model_formats import load_segmenter
 from medseg.io import read_image, write_nifti
-from medseg.model_formats import describe_model
+from medseg.model_formats import describe_model, load_segmenter
 from medseg.synthetic import PhantomSpec, make_phantom
 from medseg.volume import Volume, VolumeKind
 from tests import factories
@@ -184,7 +183,12 @@ def train(network: torch.nn.Module, folder: Path, steps: int = 150) -> None:
     """A plain MONAI training loop (DiceCE) on a few phantoms, through the bundle's own preprocessing."""
     from monai.losses import DiceCELoss
     from monai.transforms import (
-        Compose, EnsureChannelFirstd, LoadImaged, Orientationd, RandCropByPosNegLabeld, ScaleIntensityRanged,
+        Compose,
+        EnsureChannelFirstd,
+        LoadImaged,
+        Orientationd,
+        RandCropByPosNegLabeld,
+        ScaleIntensityRanged,
         Spacingd,
     )
 

@@ -18,8 +18,8 @@ from medseg.inference.engine import CPU_OVERLAP, InferenceSettings, Segmenter, s
 from medseg.inference.postprocess import postprocess
 from medseg.inference.window import cpu_window_batch, slices_per_batch
 from medseg.models import build_network
-from medseg.synthetic import make_phantom
 from medseg.models.folder import export_model_folder
+from medseg.synthetic import make_phantom
 from medseg.transforms.prepare import prepare_case
 from medseg.transforms.resample import restore_to_source
 from medseg.volume import VolumeKind

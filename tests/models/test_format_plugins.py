@@ -20,8 +20,15 @@ import pytest
 
 from medseg.errors import ModelError
 from medseg.io import read_image, write_image
-from medseg.model_formats import ModelOptions, describe_model, format_of, formats, load_segmenter, register_format
-from medseg.model_formats import registry
+from medseg.model_formats import (
+    ModelOptions,
+    describe_model,
+    format_of,
+    formats,
+    load_segmenter,
+    register_format,
+    registry,
+)
 from medseg.volume import VolumeKind
 from tests.factories import phantom_pair
 
@@ -88,7 +95,9 @@ def toy_plugin(tmp_path) -> Path:
     dist = site / "medseg_toy_format-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: medseg-toy-format\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[medseg.model_formats]\ntoy-threshold = medseg_toy_format:ThresholdFormat\n")
+    (dist / "entry_points.txt").write_text(
+        "[medseg.model_formats]\ntoy-threshold = medseg_toy_format:ThresholdFormat\n"
+    )
     return site
 
 
@@ -126,7 +135,9 @@ def test_medseg_predict_runs_the_installed_format_on_the_scans_grid(toy_plugin, 
     inputs = tmp_path / "in"
     inputs.mkdir()
     write_image(image, inputs / "abdomen_0000.nii.gz")
-    done = medseg("predict", "--model", str(toy_model), str(inputs), "--output", str(tmp_path / "out"), plugin=toy_plugin)
+    done = medseg(
+        "predict", "--model", str(toy_model), str(inputs), "--output", str(tmp_path / "out"), plugin=toy_plugin
+    )
     assert done.returncode == 0, done.stderr
     mask = read_image(tmp_path / "out" / "abdomen.nii.gz", kind=VolumeKind.LABEL)
     np.testing.assert_allclose(mask.geometry.affine, image.geometry.affine, atol=1e-4)
@@ -152,7 +163,7 @@ def test_a_notebook_registers_a_format_in_process(toy_model, tmp_path, monkeypat
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(registry, "_registered", [])
     monkeypatch.setattr(registry, "_plugins", None)
-    from medseg_toy_format import ThresholdFormat  # noqa: PLC0415 - made by the fixture
+    from medseg_toy_format import ThresholdFormat
 
     with pytest.raises(ModelError, match="not a model medseg knows"):
         format_of(toy_model)
@@ -162,7 +173,9 @@ def test_a_notebook_registers_a_format_in_process(toy_model, tmp_path, monkeypat
     image, _ = phantom_pair()
     labels = load_segmenter(toy_model, device="cpu").segment(image)
     np.testing.assert_allclose(labels.geometry.affine, image.geometry.affine)
-    assert labels.geometry.shape == image.geometry.shape and int(labels.array.sum()) == int((image.channel(0) > 100).sum())
+    assert labels.geometry.shape == image.geometry.shape and int(labels.array.sum()) == int(
+        (image.channel(0) > 100).sum()
+    )
     with pytest.raises(ModelError, match="registered already"):
         register_format(ThresholdFormat())
     with pytest.raises(ModelError, match="not a model format"):

@@ -11,8 +11,8 @@ import torch
 
 from medseg.cli import main
 from medseg.errors import ModelError
-from medseg.models.bundled import bundled_model_path
 from medseg.model_formats import ModelOptions, describe_model
+from medseg.models.bundled import bundled_model_path
 
 # As nnU-Net v2 writes them (nnUNetv2_plan_and_preprocess; trimmed to what medseg reads and a little more).
 PLANS = {

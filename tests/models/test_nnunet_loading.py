@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from medseg.errors import ModelError
-from medseg.model_formats import load_segmenter
-from medseg.model_formats import describe_model
+from medseg.model_formats import describe_model, load_segmenter
 from medseg.models.nnunet import build_network, read_plan
-from tests.models.test_kinds import DATASET, PLANS
+from tests.models.test_formats import DATASET, PLANS
 
 pytest.importorskip("dynamic_network_architectures")
 

@@ -82,7 +82,7 @@ def test_pull_cli_needs_a_filter_and_writes_study_and_series_folders(orthanc, st
 def test_wrong_password_is_one_line_without_the_secret(orthanc, tmp_path):
     config = orthanc.settings_file(tmp_path / "cfg", password="not-the-password-42")
     result = run_cli("pacs", "query", "--pacs", str(config))
-    assert result.returncode == 1
+    assert result.returncode == 3
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "authentication failed (HTTP 401)" in lines[0] and orthanc.dicomweb in lines[0]
@@ -102,7 +102,7 @@ def test_a_password_from_an_environment_variable(orthanc, study, tmp_path):
 def test_an_unreachable_server_is_one_line(tmp_path):
     port = free_port()
     result = run_cli("pacs", "echo", "--url", f"http://127.0.0.1:{port}/dicom-web", "--timeout", "5")
-    assert result.returncode == 1
+    assert result.returncode == 3
     (line,) = result.stderr.strip().splitlines()
     assert "cannot connect" in line and f"127.0.0.1:{port}" in line
 

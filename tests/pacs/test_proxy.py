@@ -92,7 +92,7 @@ def test_query_pull_and_push_through_the_gateway(gateway, orthanc, tmp_path):
 def test_a_wrong_token_is_one_line_without_the_token(gateway, tmp_path):
     url, token = gateway
     result = run_cli("pacs", "echo", "--url", url, "--token-env", "GATEWAY_TOKEN", env={"GATEWAY_TOKEN": "wrong-token"})
-    assert result.returncode == 1
+    assert result.returncode == 3
     (line,) = result.stderr.strip().splitlines()
     assert "authentication failed (HTTP 401)" in line and url in line
     assert "wrong-token" not in line and token not in line

@@ -97,14 +97,14 @@ def test_a_series_that_fails_is_reported_and_the_run_goes_on(orthanc, trained_mo
     code = main(["pacs", "segment", "--pacs", str(config), "--model", str(trained_model), "--work",
                  str(tmp_path / "work"), "--device", "cpu"])
     out = capsys.readouterr().out
-    assert code == 1, out
+    assert code == 4, out
     assert "1 pushed" in out and "1 failed" in out and "missing" in out
     assert len(orthanc.series_of("SEG")) == 1
     # Under -q the lines are silent, the failure is not: one error line (the pushed series is skipped).
     code = main(["-q", "pacs", "segment", "--pacs", str(config), "--model", str(trained_model), "--work",
                  str(tmp_path / "work"), "--device", "cpu"])
     out, err = capsys.readouterr()
-    assert code == 1 and out == ""
+    assert code == 4 and out == ""
     assert err.count("medseg pacs: error: ") == 1 and "missing" in err
 
 

@@ -157,7 +157,7 @@ def test_a_wrong_certificate_is_one_line(tls_orthanc, pki, tmp_path, change, mes
     change = {key: value.format(pki=pki) for key, value in change.items()}
     path = settings_file(tls_orthanc, tmp_path / "cfg", pki, **change)
     result = run_cli("pacs", "echo", "--pacs", str(path))
-    assert result.returncode == 1
+    assert result.returncode == 3
     (line,) = result.stderr.strip().splitlines()
     assert "TLS handshake failed for C-ECHO" in line and message in line, line
     assert f"{ORTHANC_AET}@127.0.0.1:{tls_orthanc.dicom_port}" in line
@@ -178,6 +178,6 @@ def test_plain_dicom_to_a_tls_port_is_one_line(tls_orthanc, tmp_path):
         "--timeout",
         "5",
     )
-    assert result.returncode == 1
+    assert result.returncode == 3
     (line,) = result.stderr.strip().splitlines()
     assert f"{ORTHANC_AET}@127.0.0.1:{tls_orthanc.dicom_port}" in line

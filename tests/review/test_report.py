@@ -96,7 +96,7 @@ def test_the_command_writes_the_report_and_says_so(batch_folder, tmp_path, capsy
     assert main(["report", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no such file or folder" in err
-    assert main(["report", str(tmp_path)]) == 1
+    assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no manifest.csv" in err
 
