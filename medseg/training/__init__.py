@@ -11,7 +11,9 @@ The run itself (plan or take a pipeline, split, cache, train, export) is the wor
     network, pipeline, facts = load_model(result.model_dir, device="auto")
 
 Modules: :mod:`~medseg.training.loop` (the epochs), :mod:`~medseg.training.budget`
-(validation under a time limit), :mod:`~medseg.training.state` (checkpoints),
+(the time-limit policy: when to stop, validation under a time limit),
+:mod:`~medseg.training.best` (the best epoch), :mod:`~medseg.training.steptime` (step times
+against the plan), :mod:`~medseg.training.state` (checkpoints),
 :mod:`~medseg.training.records` (metrics, curves, TensorBoard), :mod:`~medseg.training.splits`
 (folds), :mod:`~medseg.training.validation` (sliding-window Dice),
 :mod:`~medseg.training.objectives` (loss, optimiser, schedule) and

@@ -1,4 +1,4 @@
-"""Time-limited runs: how much validation they can afford, and what to hold back for the end.
+"""Time-limited runs: how much validation they can afford, what to hold back for the end, when to stop.
 
 A sliding-window validation of whole scans can cost more than the training it
 judges (on a CPU, a few large scans at a small window take minutes). Under a time
@@ -21,8 +21,14 @@ The export's share of the reserve grows with the network (:func:`export_seconds`
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the policy only calls the group's methods; this module stays free of torch
+    from medseg.training.distributed import Distributed
 
 #: Held back before the deadline, besides the closing validation, for saving the last checkpoint
 #: and exporting the model folder: this many seconds, plus :data:`EXPORT_SECONDS_PER_MILLION` per
@@ -116,3 +122,70 @@ class ValidationBudget:
 def export_seconds(parameters: int) -> float:
     """Seconds held back for the last checkpoint and the export of a network of ``parameters``."""
     return EXPORT_SECONDS + EXPORT_SECONDS_PER_MILLION * parameters / 1e6
+
+
+class TimeLimit:
+    """The time-limit policy of one training session: when to stop, what to keep back, where the schedule stands.
+
+    Without a deadline every answer is the untimed one: never out of time, nothing kept back, the
+    schedule follows the epochs. Under ``torchrun`` rank 0's clock decides for every rank.
+
+    Args:
+        deadline: ``time.monotonic()`` value by which training should stop, or None.
+        group: the processes training together.
+        parameters: the network's weights (the export's share of the reserve grows with them).
+    """
+
+    def __init__(self, deadline: float | None, group: Distributed, *, parameters: int) -> None:
+        self.deadline = deadline
+        self.group = group
+        self.parameters = parameters
+        #: With validation cases: when to validate, on which cases.
+        self.budget: ValidationBudget | None = None
+        self._start = (time.monotonic(), 0.0)  # (when this session's training began, schedule progress then)
+
+    @property
+    def limited(self) -> bool:
+        return self.deadline is not None
+
+    def start(self, progress: float, budget: ValidationBudget | None) -> None:
+        """This session's training begins, ``progress`` through its schedule, validating by ``budget``."""
+        self._start = (time.monotonic(), progress)
+        self.budget = budget
+
+    def seconds_left(self) -> float:
+        """Until the deadline (infinite without one)."""
+        return math.inf if self.deadline is None else self.deadline - time.monotonic()
+
+    def elapsed(self) -> float:
+        """Since this session's training began."""
+        return time.monotonic() - self._start[0]
+
+    def schedule_progress(self, epoch_progress: float) -> float:
+        """How far through its schedule training is: the epochs', or under a time limit the clock's if further.
+
+        The clock's progress is the share of this session's time budget spent, continuing from where a
+        resumed run stood, so that a 10-minute run of a pipeline planned for 1000 epochs still anneals its
+        learning rate to the end rather than stopping at its start.
+        """
+        if self.deadline is None:
+            return epoch_progress
+        began, progress_then = self._start
+        budget = self.deadline - began
+        spent = 1.0 if budget <= 0 else min(1.0, (time.monotonic() - began) / budget)
+        progress = max(epoch_progress, progress_then + (1.0 - progress_then) * spent)
+        return float(self.group.broadcast(progress))
+
+    def reserve(self) -> float:
+        """Seconds to keep before the deadline: the closing validation and the export."""
+        if self.budget is not None:
+            return self.budget.reserve
+        if self.deadline is not None:
+            return export_seconds(self.parameters)
+        return 0.0
+
+    def out_of_time(self) -> bool:
+        """Whether the deadline leaves less than the reserve; under DDP, rank 0's answer for all."""
+        if self.deadline is None:
+            return False
+        return self.group.agree(time.monotonic() + self.reserve() >= self.deadline)

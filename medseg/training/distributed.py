@@ -241,4 +241,3 @@ def _portable(exc: BaseException) -> BaseException:
     except Exception:  # noqa: BLE001 - any failure to pickle means: send the text instead
         return RuntimeError(f"{type(exc).__name__}: {exc}")
     return exc
-

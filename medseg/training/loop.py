@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import statistics
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,20 +37,20 @@ import torch
 from medseg.config.schema import Pipeline
 from medseg.errors import InputError
 from medseg.models import build_network
-from medseg.planning.compute import pipeline_step_seconds
-from medseg.training.budget import ValidationBudget, export_seconds
 from medseg.models.devices import autocast, grad_scaler
+from medseg.training.best import BestEpoch, ComponentDice
+from medseg.training.budget import TimeLimit, ValidationBudget
 from medseg.training.distributed import Distributed
 from medseg.training.objectives import build_loss, build_optimizer, build_schedule, schedule_at
 from medseg.training.records import RunRecords, dice_column, format_epoch
 from medseg.training.state import (
     Checkpoint,
     capture_rng,
-    load_checkpoint,
     restore_rng,
     save_checkpoint,
     seed_everything,
 )
+from medseg.training.steptime import StepTimeMonitor
 from medseg.training.validation import (
     dice_per_label,
     largest_component_dice,
@@ -71,12 +70,6 @@ GRADIENT_CLIP = 12.0
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
-#: The first steps of a session not counted when the step time is compared with the plan's (warm-up).
-STEP_CHECK_SKIP = 2
-#: Steps timed, after the warm-up, for that comparison.
-STEP_CHECK_STEPS = 10
-#: A real step time off the plan's estimate by more than this share is reported.
-STEP_CHECK_TOLERANCE = 0.3
 
 Progress = Callable[[str, int, int], None]
 EpochCallback = Callable[[Mapping[str, float], str], None]  # (metrics row, formatted line)
@@ -93,7 +86,7 @@ class LoopOutcome:
     stopped: str  # "completed", "time limit" or "interrupted"
     best_weights: dict[str, torch.Tensor] = field(repr=False)
     # the best epoch's mean validation Dice per label as predicted and with only the largest component kept
-    component_dice: tuple[list[float], list[float]] | None = None
+    component_dice: ComponentDice | None = None
 
 
 @dataclass
@@ -174,21 +167,17 @@ class Trainer:
         self.scaler = grad_scaler(device)
         self.history: list[dict[str, float]] = []
         self.epoch = 0
-        self.best_epoch = 0
-        self.best_dice = math.nan
-        self._best_weights: dict[str, torch.Tensor] | None = None
+        self.best = BestEpoch()
         self._validation_seconds = 0.0
-        self._component_dice: tuple[list[float], list[float]] | None = None
-        self._best_component_dice: tuple[list[float], list[float]] | None = None
-        #: Under a time limit: when to validate, on which cases (see medseg.training.budget).
-        self.budget: ValidationBudget | None = None
+        self._component_dice: ComponentDice | None = None  # the last validation's
         self._notes: list[str] = []  # for train.log, written after the epoch
-        self._step_times: list[float] = []  # the first steps of this session, for the step-time check
-        self._step_checked = False
-        self._parameters = sum(p.numel() for p in self.model.parameters())  # what an export writes
+        self.step_monitor = StepTimeMonitor(pipeline, device)
+        #: When to stop, what to keep back, where the schedule stands by the clock.
+        self.time_limit = TimeLimit(
+            settings.deadline, self.group, parameters=sum(p.numel() for p in self.model.parameters())
+        )
         #: How far through its schedule training is (0 to 1); under a time limit, also moved by the clock.
         self._schedule_progress = 0.0
-        self._clock_start = (time.monotonic(), 0.0)  # (when this session's training began, progress then)
 
     # -- checkpoints -------------------------------------------------------------------
 
@@ -211,7 +200,7 @@ class Trainer:
             group["lr"] = base * factor(checkpoint.epoch)
         self.history = [dict(row) for row in checkpoint.history]
         self.epoch = checkpoint.epoch
-        self.best_epoch, self.best_dice = checkpoint.best_epoch, checkpoint.best_dice
+        self.best = BestEpoch(checkpoint.best_epoch, checkpoint.best_dice)
         self._validation_seconds = float(checkpoint.extra.get("validation_seconds", 0.0))
         self._schedule_progress = float(
             checkpoint.extra.get("schedule_progress", checkpoint.epoch / self.pipeline.training.epochs)
@@ -227,8 +216,8 @@ class Trainer:
             scheduler=self.scheduler.state_dict(),
             scaler=self.scaler.state_dict() if self.scaler.is_enabled() else {},
             history=self.history,
-            best_epoch=self.best_epoch,
-            best_dice=self.best_dice,
+            best_epoch=self.best.epoch,
+            best_dice=self.best.dice,
             rng=capture_rng(),
             pipeline_yaml=self.settings.pipeline_yaml,
             fold=self.settings.fold,
@@ -245,10 +234,10 @@ class Trainer:
         """
         training = self.pipeline.training
         stopped = "completed"
-        self.budget = self._plan_validation()
-        self._clock_start = (time.monotonic(), self._schedule_progress)
-        if self.budget is not None:
-            self._notes.append(self.budget.describe())
+        budget = self._plan_validation()
+        self.time_limit.start(self._schedule_progress, budget)
+        if budget is not None:
+            self._notes.append(budget.describe())
         self._flush_notes(records)
         while self.epoch < training.epochs:
             self._report("epoch", self.epoch, training.epochs)
@@ -264,7 +253,7 @@ class Trainer:
             timing.pseudo_dice = self.group.mean(timing.pseudo_dice)
             self.scheduler.step()
             interrupted = self._stop_requested()
-            last = epoch == training.epochs or cut_short or interrupted or self._out_of_time(reserve=self._reserve())
+            last = epoch == training.epochs or cut_short or interrupted or self.time_limit.out_of_time()
             cases = self.group.broadcast(self._cases_to_validate(epoch, last=last, interrupted=interrupted))
             validated = time.monotonic()
             scores = self._validate(cases) if cases else []
@@ -275,7 +264,13 @@ class Trainer:
             self._check_ranks_agree()
             row = self._row(epoch, loss, scores, lr, time.monotonic() - started, timing)
             self.history.append(row)
-            improved = self._update_best(validated=bool(cases))
+            improved = self.best.consider(
+                epoch,
+                row["val_dice_mean"],
+                validating=bool(self.validation_cases),
+                validated=bool(cases),
+                component_dice=self._component_dice,
+            )
             self._save(improved)
             self._flush_notes(records)
             if records is not None:
@@ -292,36 +287,26 @@ class Trainer:
                     )
                 break
         self._report("epoch", self.epoch, training.epochs)
-        if self.best_epoch == 0 and self.epoch > 0:  # nothing validated: the last weights are exported
-            self.best_epoch = self.epoch
+        if self.best.epoch == 0 and self.epoch > 0:  # nothing validated: the last weights are exported
+            self.best.epoch = self.epoch
         return LoopOutcome(
             epochs_done=self.epoch,
-            best_epoch=self.best_epoch,
-            best_dice=self.best_dice,
+            best_epoch=self.best.epoch,
+            best_dice=self.best.dice,
             history=self.history,
             stopped=stopped,
             best_weights=self.best_weights(),
-            component_dice=self._best_component_dice,
+            component_dice=self.best.component_dice,
         )
 
     def _follow_schedule(self) -> None:
         """Set this epoch's learning rate; under a time limit the schedule also follows the clock.
 
         Without a deadline the rate is the schedule's closed form of the epoch. With one, the
-        schedule runs on the larger of epoch progress and time progress (the share of this
-        session's time budget spent, continuing from where a resumed run stood), so that a
-        10-minute run of a pipeline planned for 1000 epochs still anneals its rate to the end
-        rather than stopping at its start. Rank 0's clock decides for every rank.
+        schedule runs on :meth:`TimeLimit.schedule_progress <medseg.training.budget.TimeLimit.schedule_progress>`.
         """
-        epochs = self.pipeline.training.epochs
-        progress = self.epoch / epochs
-        deadline = self.settings.deadline
-        if deadline is not None:
-            began, progress_then = self._clock_start
-            budget = deadline - began
-            spent = 1.0 if budget <= 0 else min(1.0, (time.monotonic() - began) / budget)
-            progress = max(progress, progress_then + (1.0 - progress_then) * spent)
-            progress = float(self.group.broadcast(progress))
+        progress = self.time_limit.schedule_progress(self.epoch / self.pipeline.training.epochs)
+        if self.time_limit.limited:
             factor = schedule_at(self.pipeline.training.schedule, progress)
             for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
                 group["lr"] = base * factor
@@ -341,38 +326,28 @@ class Trainer:
             seconds=max(0.0, deadline - time.monotonic()),
             windows=windows,
             seconds_per_window=seconds_per_window,
-            parameters=self._parameters,
+            parameters=self.time_limit.parameters,
         )
 
     def _cases_to_validate(self, epoch: int, *, last: bool, interrupted: bool) -> list[int]:
         """The validation cases to score after ``epoch``: none, the budget's, or all of them."""
         if interrupted or not self.validation_cases:
             return []
-        budget = self.budget
+        budget = self.time_limit.budget
         if budget is None:  # no time limit: every validation_interval epochs, and the last
             due = last or epoch % self.pipeline.training.validation_interval == 0
             return list(range(len(self.validation_cases))) if due else []
-        deadline = self.settings.deadline
-        left = math.inf if deadline is None else deadline - time.monotonic()
+        left = self.time_limit.seconds_left()
         if not last:  # only if the closing validation still fits after this one
             due = epoch % self.pipeline.training.validation_interval == 0
-            elapsed = time.monotonic() - self._clock_start[0]
             fits = budget.closing_seconds + budget.reserve <= left
-            return list(budget.cases) if due and fits and budget.due(elapsed) else []
+            return list(budget.cases) if due and fits and budget.due(self.time_limit.elapsed()) else []
         if budget.cases and budget.closing_seconds > left:
             self._notes.append(
                 f"closing validation skipped: an estimated {budget.closing_seconds:.1f} s, {left:.1f} s left"
             )
             return []
         return list(budget.cases)
-
-    def _reserve(self) -> float:
-        """Seconds to keep before the deadline: the closing validation and the export."""
-        if self.budget is not None:
-            return self.budget.reserve
-        if self.settings.deadline is not None:
-            return export_seconds(self._parameters)
-        return 0.0
 
     def _stop_requested(self) -> bool:
         stop = self.settings.stop
@@ -388,12 +363,7 @@ class Trainer:
 
     def best_weights(self) -> dict[str, torch.Tensor]:
         """The best epoch's weights: kept from this session, else read from ``best.pt``."""
-        if self._best_weights is not None:
-            return self._best_weights
-        path = self.checkpoint_dir / BEST_CHECKPOINT
-        if path.is_file():
-            return load_checkpoint(path).model
-        return self.network.state_dict()
+        return self.best.best_weights(self.checkpoint_dir / BEST_CHECKPOINT, self.network.state_dict())
 
     def _train_epoch(self, sampler: PatchSampler, timing: _EpochTiming) -> tuple[float, int, bool]:
         """Run one epoch's steps; returns the mean loss, the steps taken, and whether it was cut short.
@@ -433,53 +403,20 @@ class Trainer:
             self._check_step_time(finished - loaded)
             done = step + 1
             self._report("train", done, steps)
-            if done < steps and (self._stop_requested() or self._out_of_time(reserve=self._reserve())):
+            if done < steps and (self._stop_requested() or self.time_limit.out_of_time()):
                 timing.pseudo_dice = _pseudo_dice(confusion)
                 return total / done, done, True
         timing.pseudo_dice = _pseudo_dice(confusion)
         return total / done, done, False
 
     def _check_step_time(self, seconds: float) -> None:
-        """Time this session's first steps; say once when they are far from the plan's estimate."""
-        times = self._step_times
-        if self._step_checked:
-            return
-        times.append(seconds)
-        if len(times) < STEP_CHECK_SKIP + STEP_CHECK_STEPS:
-            return
-        self._step_checked = True
-        expected, source = self._expected_step_seconds()
-        if expected is None:
-            return
-        real = statistics.median(times[STEP_CHECK_SKIP:])
-        ratio = real / expected
-        if abs(ratio - 1.0) <= STEP_CHECK_TOLERANCE:
-            self._notes.append(f"training steps take {real:.3f} s, as planned ({expected:.3f} s, {source})")
-            return
-        advice = (
-            "steps are slower than planned, so a time-limited run takes fewer of them: keep other work off "
-            "the machine while it trains, plan for the threads training really gets (`medseg plan --threads N`), "
-            "or shrink training.patch_size"
-            if ratio > 1
-            else "steps are faster than planned: re-planning on this machine would allow a larger patch"
-        )
-        message = (
-            f"training steps take {real:.3f} s (median of steps {STEP_CHECK_SKIP + 1}-"
-            f"{STEP_CHECK_SKIP + STEP_CHECK_STEPS}, data loading excluded), {ratio:.1f}x the plan's estimate of "
-            f"{expected:.3f} s ({source}); {advice}"
-        )
-        log.warning("%s", message)
-        self._notes.append(message)
-
-    def _expected_step_seconds(self) -> tuple[float | None, str]:
-        """The plan's step time: recorded in the pipeline, else on a CPU the planner's formula."""
-        planned = self.pipeline.training.planned_step_seconds
-        if planned is not None:
-            return planned, "training.planned_step_seconds"
-        if self.settings.device.type == "cpu":
-            threads = torch.get_num_threads()
-            return pipeline_step_seconds(self.pipeline, threads=threads), f"the planner's formula, {threads} threads"
-        return None, ""
+        """Time this session's first steps; say once how they compare with the plan's estimate."""
+        finding = self.step_monitor.record(seconds)
+        if finding is not None:
+            message, off = finding
+            if off:
+                log.warning("%s", message)
+            self._notes.append(message)
 
     def _validate(self, cases: Sequence[int]) -> list[list[float]] | None:
         """Per validation case of ``cases``, the Dice of each label (under DDP each rank scores its share).
@@ -509,8 +446,9 @@ class Trainer:
         for share in group.gather(scores) if group.is_distributed else []:
             scores.update(share)
         self._validation_seconds = time.monotonic() - started
-        if self.budget is not None and list(cases) == self.budget.cases:
-            self.budget.record(self._validation_seconds)
+        budget = self.time_limit.budget
+        if budget is not None and list(cases) == budget.cases:
+            budget.record(self._validation_seconds)
         as_predicted, largest_kept = [scores[n][0] for n in cases], [scores[n][1] for n in cases]
         self._component_dice = (self._per_label(as_predicted), self._per_label(largest_kept))
         return as_predicted
@@ -546,20 +484,6 @@ class Trainer:
         )
         return row
 
-    def _update_best(self, *, validated: bool) -> bool:
-        if not self.validation_cases:
-            self.best_epoch = self.epoch
-            return True
-        if not validated:
-            return False
-        dice = self.history[-1]["val_dice_mean"]
-        best = -math.inf if math.isnan(self.best_dice) else self.best_dice
-        if self.best_epoch == 0 or (not math.isnan(dice) and dice >= best):
-            self.best_epoch, self.best_dice = self.epoch, dice
-            self._best_component_dice = self._component_dice
-            return True
-        return False
-
     def _save(self, improved: bool) -> None:
         """Checkpoints (written by rank 0 only), and the weights of the best epoch so far."""
         if self.group.is_main:
@@ -568,14 +492,7 @@ class Trainer:
             if improved:
                 save_checkpoint(checkpoint, self.checkpoint_dir / BEST_CHECKPOINT)
         if improved:
-            self._best_weights = {name: t.detach().cpu().clone() for name, t in self.model.state_dict().items()}
-
-    def _out_of_time(self, *, reserve: float) -> bool:
-        """Whether the deadline leaves less than ``reserve`` seconds; under DDP, rank 0's answer for all."""
-        deadline = self.settings.deadline
-        if deadline is None:
-            return False
-        return self.group.agree(time.monotonic() + reserve >= deadline)
+            self.best.keep(self.model.state_dict())
 
     def _check_ranks_agree(self) -> None:
         """Under DDP, fail loudly if the ranks' networks have drifted apart (e.g. a rank that did not resume)."""

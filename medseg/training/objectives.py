@@ -39,7 +39,9 @@ def build_optimizer(parameters: Iterable[torch.nn.Parameter], settings: Optimize
     return torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
 
 
-def build_schedule(optimizer: torch.optim.Optimizer, schedule: str, *, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+def build_schedule(
+    optimizer: torch.optim.Optimizer, schedule: str, *, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
     """``poly`` (lr x (1 - t/T)^0.9, nnU-Net's) or ``cosine`` annealing to zero, stepped once per epoch.
 
     The rate is a closed form of the step count alone (see :func:`schedule_factor`), so a

@@ -22,7 +22,6 @@ from medseg.inference.postprocess import keep_largest_component
 from medseg.inference.window import SlidingWindow, cpu_window_batch, plan_windows, slices_per_batch
 from medseg.models.devices import autocast
 
-
 #: Under a time limit, validations overlap their windows by at most this much (MONAI's default):
 #: about a third of the windows of nnU-Net's 0.5 in 3D, for a score that ranks epochs the same way.
 TIME_LIMITED_OVERLAP = 0.25
