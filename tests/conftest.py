@@ -37,14 +37,14 @@ def phantom() -> tuple[Volume, Volume]:
 def trained_model(tmp_path_factory) -> Path:
     """A model folder from a real, one-epoch ``medseg train`` run of the tiny test pipeline on phantoms."""
     from medseg.synthetic import write_phantom_dataset
-    from medseg.workflows.train import train
+    from medseg.workflows.train import TrainOptions, train
     from tests.training.conftest import TINY
 
     root = tmp_path_factory.mktemp("trained_model")
     dataset = write_phantom_dataset(root / "Dataset001_Phantom", num_training=4)
     pipeline = root / "tiny.yaml"
     pipeline.write_text(TINY)
-    return train(dataset, root / "run", pipeline=pipeline, epochs=1, device="cpu").model_dir
+    return train(dataset, root / "run", TrainOptions(pipeline=pipeline, epochs=1, device="cpu")).model_dir
 
 
 @pytest.fixture(scope="session")

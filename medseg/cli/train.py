@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from medseg.cli._render import stderr
     from medseg.errors import ConfigError
     from medseg.training.distributed import main_process
-    from medseg.workflows.train import LOCK_FILE, train
+    from medseg.workflows.train import LOCK_FILE, TrainOptions, train
 
     if not args.dataset.exists():
         raise FileNotFoundError(f"{args.dataset}: no such file or folder")
@@ -95,6 +95,14 @@ def run(args: argparse.Namespace) -> int:
     main = main_process()  # under torchrun, rank 0 checks the folder and prints; the others follow it
     if main and not args.resume and output.is_dir() and any(p.name != LOCK_FILE for p in output.iterdir()):
         raise ConfigError(f"{output}: not empty; add --resume to continue the run there, or choose a new folder")
+    options = TrainOptions(
+        pipeline=args.pipeline,
+        epochs=args.epochs,
+        time_limit_minutes=args.time_limit,
+        fold=args.fold,
+        device=args.device,
+        resume=args.resume,
+    )
     quiet = args.quiet or not main
     display = _Display(enabled=not quiet, bars=not quiet and sys.stderr.isatty())
     stop = threading.Event()
@@ -103,12 +111,7 @@ def run(args: argparse.Namespace) -> int:
             result = train(
                 args.dataset,
                 output,
-                pipeline=args.pipeline,
-                epochs=args.epochs,
-                time_limit_minutes=args.time_limit,
-                fold=args.fold,
-                device=args.device,
-                resume=args.resume,
+                options,
                 progress=display.progress,
                 on_epoch=display.epoch,
                 stop=stop,

@@ -4,10 +4,10 @@ The run itself (plan or take a pipeline, split, cache, train, export) is the wor
 :func:`medseg.workflows.train.train`; the model folder it writes is read by
 :func:`medseg.models.folder.load_model`::
 
-    from medseg.workflows.train import train
+    from medseg.workflows.train import TrainOptions, train
     from medseg.models.folder import load_model
 
-    result = train("/data/Dataset001_Phantom", "runs/phantom", epochs=100, time_limit_minutes=60)
+    result = train("/data/Dataset001_Phantom", "runs/phantom", TrainOptions(epochs=100, time_limit_minutes=60))
     network, pipeline, facts = load_model(result.model_dir, device="auto")
 
 Modules: :mod:`~medseg.training.loop` (the epochs), :mod:`~medseg.training.budget`

@@ -2,7 +2,7 @@
 
 ::
 
-    result = train("/data/Dataset001_Phantom", Path("runs/phantom"), epochs=50)
+    result = train("/data/Dataset001_Phantom", Path("runs/phantom"), TrainOptions(epochs=50))
     network, pipeline, facts = load_model(result.model_dir)
 
 The run folder holds everything the run made (see ``docs/training.md``)::
@@ -41,6 +41,7 @@ from medseg.config.schema import Pipeline
 from medseg.errors import ConfigError
 from medseg.io.files import write_atomically
 from medseg.models.devices import compute_settings
+from medseg.models.folder import export_model_folder
 from medseg.training.distributed import Distributed, process_group
 from medseg.training.loop import (
     CHECKPOINT_DIR,
@@ -52,13 +53,12 @@ from medseg.training.loop import (
     Trainer,
     unique_names,
 )
-from medseg.models.folder import export_model_folder
 from medseg.training.records import RunRecords
-from medseg.training.validation import largest_component_labels
-from medseg.workflows.resolve import ResolvedPipeline, resolve_pipeline
 from medseg.training.splits import Fold, FoldCases, load_or_make_splits, select_fold
 from medseg.training.state import Checkpoint, load_checkpoint
+from medseg.training.validation import largest_component_labels
 from medseg.transforms.prepare import PreparedCase
+from medseg.workflows.resolve import ResolvedPipeline, resolve_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,40 @@ LOCK_FILE = ".lock"
 MAX_PREPARE_WORKERS = 8
 #: Files whose presence means a folder holds a run that ``resume=False`` must not overwrite.
 RUN_MARKERS = (f"{CHECKPOINT_DIR}/{LAST_CHECKPOINT}", "metrics.csv", MODEL_DIR)
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How to train (``medseg train``'s options), checked when made.
+
+    Attributes:
+        pipeline: ``"auto"`` plans one for the dataset (``medseg plan``); else a
+            :class:`Pipeline` or a pipeline file, checked against the dataset's channels and labels.
+        epochs: overrides ``training.epochs`` (also when resuming, to extend or shorten a run).
+        time_limit_minutes: end, model exported, within this much wall time (counted from the
+            :func:`train` call, preparation included) plus a small margin: validation is kept to
+            ``training.validation_share`` of the time, and training stops early enough for a
+            closing validation and the export (see :mod:`medseg.training.budget`).
+        fold: validate on this fold of ``training.folds`` and train on the others; ``None``
+            means fold 0 (or, when resuming, the checkpoint's fold); ``"all"`` trains on every
+            case without validation and exports the last epoch.
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        resume: continue the run in the output folder from ``checkpoints/last.pt`` (start it when
+            there is none). The pipeline must be the same, except for ``training.epochs``.
+
+    Raises:
+        ConfigError: epochs, time limit or fold out of range.
+    """
+
+    pipeline: Pipeline | str | os.PathLike[str] = "auto"
+    epochs: int | None = None
+    time_limit_minutes: float | None = None
+    fold: Fold | None = None
+    device: Literal["auto", "cpu", "cuda"] | str = "auto"
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        _check_options(self.epochs, self.time_limit_minutes, self.fold)
 
 
 @dataclass(frozen=True)
@@ -100,13 +134,8 @@ class TrainingResult:
 def train(
     dataset_path: str | os.PathLike[str],
     output: str | os.PathLike[str],
+    options: TrainOptions = TrainOptions(),
     *,
-    pipeline: Pipeline | str | os.PathLike[str] = "auto",
-    epochs: int | None = None,
-    time_limit_minutes: float | None = None,
-    fold: Fold | None = None,
-    device: Literal["auto", "cpu", "cuda"] | str = "auto",
-    resume: bool = False,
     progress: Progress | None = None,
     on_epoch: EpochCallback | None = None,
     stop: threading.Event | None = None,
@@ -115,27 +144,15 @@ def train(
 
     Args:
         dataset_path: an nnU-Net v2 or Decathlon folder, or a CSV/JSON list (see ``medseg.datasets``).
-        output: the run folder; created if absent. Without ``resume`` it must not hold a run.
-        pipeline: ``"auto"`` plans one for the dataset (``medseg plan``); else a
-            :class:`Pipeline` or a pipeline file, checked against the dataset's channels and labels.
-        epochs: overrides ``training.epochs`` (also when resuming, to extend or shorten a run).
-        time_limit_minutes: end, model exported, within this much wall time (counted from this
-            call, preparation included) plus a small margin: validation is kept to
-            ``training.validation_share`` of the time, and training stops early enough for a
-            closing validation and the export (see :mod:`medseg.training.budget`).
-        fold: validate on this fold of ``training.folds`` and train on the others; ``None``
-            means fold 0 (or, when resuming, the checkpoint's fold); ``"all"`` trains on every
-            case without validation and exports the last epoch.
-        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
-        resume: continue the run in ``output`` from ``checkpoints/last.pt`` (start it when
-            there is none). The pipeline must be the same, except for ``training.epochs``.
+        output: the run folder; created if absent. Without ``options.resume`` it must not hold a run.
+        options: the pipeline, epochs, time limit, fold, device and resume (:class:`TrainOptions`).
         progress: ``(stage, done, total)``: stages ``check``, ``fingerprint``, ``prepare`` (per
             case), ``epoch`` (epochs finished of the budget), ``train`` (per step of the epoch)
             and ``validate`` (per validation case).
         on_epoch: ``(metrics row, one-line summary)`` after each epoch.
         stop: when set (e.g. by a SIGTERM handler), training ends after the current step; the
             epoch is saved without validation and the best model so far is exported
-            (``stopped == "interrupted"``); ``resume`` continues the run.
+            (``stopped == "interrupted"``); ``options.resume`` continues the run.
 
     Raises:
         ConfigError: bad options, a pipeline that does not fit the dataset, a run folder
@@ -144,15 +161,25 @@ def train(
         ModelError: a damaged checkpoint.
     """
     started = time.monotonic()
-    _check_options(epochs, time_limit_minutes, fold)
-    deadline = None if time_limit_minutes is None else started + time_limit_minutes * 60.0
+    limit = options.time_limit_minutes
+    deadline = None if limit is None else started + limit * 60.0
     run_dir = Path(output)
-    with process_group(device) as group, contextlib.ExitStack() as held:
+    with process_group(options.device) as group, contextlib.ExitStack() as held:
         target = group.device
         if not group.is_main:
             progress = on_epoch = None  # bars and epoch lines come from rank 0 only
         processes = group.describe()
-        begin = _Begin(run_dir, dataset_path, pipeline, epochs, fold, resume, progress, target, processes)
+        begin = _Begin(
+            run_dir,
+            dataset_path,
+            options.pipeline,
+            options.epochs,
+            options.fold,
+            options.resume,
+            progress,
+            target,
+            processes,
+        )
         started_run = group.run_on_main(functools.partial(_start_run, begin, held))
         if group.is_main:
             checkpoint, records = begin.checkpoint, begin.records

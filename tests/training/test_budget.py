@@ -14,7 +14,7 @@ import pytest
 
 import medseg.training.loop as loop
 from medseg.models.folder import load_model
-from medseg.workflows.train import train
+from medseg.workflows.train import TrainOptions, train
 from medseg.training.budget import ValidationBudget, export_seconds
 from medseg.training.records import read_metrics
 
@@ -67,7 +67,9 @@ def test_a_time_limit_is_kept_even_when_validation_is_slow(phantom_dataset, tiny
     slow_validation(monkeypatch, 0.4)
     limit = 0.4  # minutes
     result = train(
-        phantom_dataset, tmp_path / "run", pipeline=tiny_pipeline, epochs=10_000, time_limit_minutes=limit, device="cpu"
+        phantom_dataset,
+        tmp_path / "run",
+        TrainOptions(pipeline=tiny_pipeline, epochs=10_000, time_limit_minutes=limit, device="cpu"),
     )
     assert result.stopped == "time limit"
     assert result.seconds <= limit * 60 + 2.0
@@ -94,7 +96,9 @@ def test_a_closing_validation_that_cannot_fit_is_skipped_with_a_note(phantom_dat
     """A budget too small for even one case: no validation, the final weights exported, said in the log."""
     training = tiny_pipeline.training.model_copy(update={"validation_share": 0.0001})
     pipeline = tiny_pipeline.model_copy(update={"training": training})
-    result = train(phantom_dataset, tmp_path / "run", pipeline=pipeline, epochs=10_000, time_limit_minutes=0.1)
+    result = train(
+        phantom_dataset, tmp_path / "run", TrainOptions(pipeline=pipeline, epochs=10_000, time_limit_minutes=0.1)
+    )
     assert result.stopped == "time limit" and result.seconds <= 6.0 + 2.0
     assert all(math.isnan(row["val_dice_mean"]) for row in result.history)
     assert result.best_epoch == result.epochs or result.best_epoch == 0
@@ -129,14 +133,14 @@ def test_sigterm_ends_training_with_the_model_exported(phantom_dataset, tiny_pip
     assert facts["stopped"] == "interrupted"
     assert "stop requested" in (run / "train.log").read_text()
     load_model(run / "model")
-    resumed = train(phantom_dataset, run, device="cpu", resume=True, epochs=facts["epochs_run"] + 1)
+    resumed = train(phantom_dataset, run, TrainOptions(device="cpu", resume=True, epochs=facts["epochs_run"] + 1))
     assert resumed.epochs == facts["epochs_run"] + 1 and resumed.stopped == "completed"
 
 
 def test_steps_far_from_the_plan_are_reported_with_both_numbers(phantom_dataset, tiny_pipeline, tmp_path):
     training = tiny_pipeline.training.model_copy(update={"planned_step_seconds": 30.0, "iterations_per_epoch": 12})
     pipeline = tiny_pipeline.model_copy(update={"training": training})
-    train(phantom_dataset, tmp_path / "run", pipeline=pipeline, epochs=1, device="cpu")
+    train(phantom_dataset, tmp_path / "run", TrainOptions(pipeline=pipeline, epochs=1, device="cpu"))
     log = (tmp_path / "run" / "train.log").read_text()
     line = next(line for line in log.splitlines() if "the plan's estimate" in line)
     assert "of 30.000 s (training.planned_step_seconds)" in line and "faster than planned" in line

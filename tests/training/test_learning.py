@@ -7,7 +7,7 @@ import pytest
 from medseg.config import parse_pipeline
 from medseg.synthetic import write_phantom_dataset
 from medseg.models.folder import load_model
-from medseg.workflows.train import train
+from medseg.workflows.train import TrainOptions, train
 
 SMALL = """\
 version: 1
@@ -42,7 +42,9 @@ def test_a_small_network_learns_to_segment_phantoms_in_under_a_minute(tmp_path):
     dataset = write_phantom_dataset(tmp_path / "Dataset001_Phantom", num_training=10)
     # 140 steps of ~0.25 s on 2 cores (~40 s). A fixed budget of epochs, not of time, so that the
     # outcome is the same on a busy machine; the time limit only guards against a hang.
-    result = train(dataset, tmp_path / "run", pipeline=parse_pipeline(SMALL), device="cpu", time_limit_minutes=10)
+    result = train(
+        dataset, tmp_path / "run", TrainOptions(pipeline=parse_pipeline(SMALL), device="cpu", time_limit_minutes=10)
+    )
     assert result.stopped == "completed" and result.epochs == 14
     first = next(row for row in result.history if row["val_dice_mean"] == row["val_dice_mean"])
     assert first["val_dice_mean"] < 0.5 < result.best_dice

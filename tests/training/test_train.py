@@ -12,7 +12,7 @@ from medseg.config import parse_pipeline
 from medseg.datasets import load_case, open_dataset
 from medseg.errors import ConfigError, ModelError
 from medseg.models.folder import load_model
-from medseg.workflows.train import train
+from medseg.workflows.train import TrainOptions, train
 from medseg.models.folder import file_sha256
 from medseg.training.state import load_checkpoint
 from medseg.training.records import read_metrics
@@ -57,7 +57,7 @@ def weights(folder) -> dict[str, torch.Tensor]:
 def reference(phantom_dataset, tiny_pipeline_file, tmp_path_factory):
     """Three uninterrupted epochs of the tiny pipeline, validating on fold 0."""
     run = tmp_path_factory.mktemp("runs") / "reference"
-    return train(phantom_dataset, run, pipeline=tiny_pipeline_file, device="cpu")
+    return train(phantom_dataset, run, TrainOptions(pipeline=tiny_pipeline_file, device="cpu"))
 
 
 def test_a_run_leaves_metrics_curves_log_events_and_checkpoints(reference):
@@ -128,7 +128,7 @@ def test_a_loaded_model_predicts_a_whole_volume(reference, phantom_dataset):
 
 
 def test_the_same_seed_gives_the_same_run(reference, phantom_dataset, tiny_pipeline_file, tmp_path):
-    again = train(phantom_dataset, tmp_path / "again", pipeline=tiny_pipeline_file, device="cpu")
+    again = train(phantom_dataset, tmp_path / "again", TrainOptions(pipeline=tiny_pipeline_file, device="cpu"))
     assert same_rows(again.history, reference.history)
     first, second = weights(reference.model_dir), weights(again.model_dir)
     assert all(torch.equal(first[name], second[name]) for name in first)
@@ -145,12 +145,14 @@ def test_an_interrupted_run_resumes_as_if_never_stopped(reference, phantom_datas
             raise KeyboardInterrupt  # Ctrl-C in the middle of epoch 3
 
     with pytest.raises(KeyboardInterrupt):
-        train(phantom_dataset, run, pipeline=tiny_pipeline_file, device="cpu", progress=kill_in_epoch_three)
+        train(
+            phantom_dataset, run, TrainOptions(pipeline=tiny_pipeline_file, device="cpu"), progress=kill_in_epoch_three
+        )
     assert load_checkpoint(run / "checkpoints" / "last.pt").epoch == 2
     assert same_rows(read_metrics(run / "metrics.csv"), reference.history[:2])
     assert not (run / "model").exists()
 
-    resumed = train(phantom_dataset, run, device="cpu", resume=True)  # "auto": the run's own pipeline
+    resumed = train(phantom_dataset, run, TrainOptions(device="cpu", resume=True))  # "auto": the run's own pipeline
     assert resumed.epochs == 3
     assert same_rows(read_metrics(run / "metrics.csv"), reference.history)
     first, second = weights(reference.model_dir), weights(resumed.model_dir)
@@ -160,13 +162,13 @@ def test_an_interrupted_run_resumes_as_if_never_stopped(reference, phantom_datas
 
 def test_a_finished_run_can_be_extended_on_resume(phantom_dataset, tiny_pipeline_file, tmp_path):
     run = tmp_path / "run"
-    short = train(phantom_dataset, run, pipeline=tiny_pipeline_file, epochs=2, device="cpu")
-    longer = train(phantom_dataset, run, pipeline=tiny_pipeline_file, epochs=3, device="cpu", resume=True)
+    short = train(phantom_dataset, run, TrainOptions(pipeline=tiny_pipeline_file, epochs=2, device="cpu"))
+    longer = train(phantom_dataset, run, TrainOptions(pipeline=tiny_pipeline_file, epochs=3, device="cpu", resume=True))
     assert len(longer.history) == 3 and same_rows(longer.history[:2], short.history)
     assert longer.history[2]["lr"] == pytest.approx(0.01 * (1 - 2 / 3) ** 0.9)  # the 3-epoch curve from epoch 3
     text = (run / "pipeline.yaml").read_text()
     assert "  epochs: 3  # three epochs" in text and text.startswith("# A tiny pipeline for tests.")
-    again = train(phantom_dataset, run, device="cpu", resume=True)  # nothing left to do: exports again
+    again = train(phantom_dataset, run, TrainOptions(device="cpu", resume=True))  # nothing left to do: exports again
     assert again.epochs == 3 and same_rows(again.history, longer.history)
 
 
@@ -177,18 +179,20 @@ def test_resuming_with_another_pipeline_or_fold_is_refused(reference, phantom_da
         update={"training": tiny_pipeline.training.model_copy(update={"optimizer": optimizer})}
     )
     with pytest.raises(ConfigError, match=r"different pipeline \(changed: training\.optimizer\.learning_rate\)"):
-        train(phantom_dataset, reference.run_dir, pipeline=changed, device="cpu", resume=True)
+        train(phantom_dataset, reference.run_dir, TrainOptions(pipeline=changed, device="cpu", resume=True))
     with pytest.raises(ConfigError, match="this run trains fold 0"):
-        train(phantom_dataset, reference.run_dir, fold=1, device="cpu", resume=True)
+        train(phantom_dataset, reference.run_dir, TrainOptions(fold=1, device="cpu", resume=True))
     with pytest.raises(ConfigError, match="holds a training run already"):
-        train(phantom_dataset, reference.run_dir, pipeline=tiny_pipeline, device="cpu")
+        train(phantom_dataset, reference.run_dir, TrainOptions(pipeline=tiny_pipeline, device="cpu"))
     assert (reference.run_dir / "metrics.csv").read_bytes() == before
 
 
 def test_a_time_limit_stops_cleanly_and_exports_the_best_model(phantom_dataset, tiny_pipeline, tmp_path):
     limit_minutes = 0.05
     result = train(
-        phantom_dataset, tmp_path / "run", pipeline=tiny_pipeline, epochs=10_000, time_limit_minutes=limit_minutes
+        phantom_dataset,
+        tmp_path / "run",
+        TrainOptions(pipeline=tiny_pipeline, epochs=10_000, time_limit_minutes=limit_minutes),
     )
     assert result.stopped == "time limit" and 1 <= result.epochs < 10_000
     log = (tmp_path / "run" / "train.log").read_text()
@@ -202,7 +206,9 @@ def test_a_time_limit_stops_cleanly_and_exports_the_best_model(phantom_dataset, 
 
 
 def test_under_a_time_limit_the_learning_rate_anneals_by_the_clock(phantom_dataset, tiny_pipeline, tmp_path):
-    result = train(phantom_dataset, tmp_path / "run", pipeline=tiny_pipeline, epochs=10_000, time_limit_minutes=0.15)
+    result = train(
+        phantom_dataset, tmp_path / "run", TrainOptions(pipeline=tiny_pipeline, epochs=10_000, time_limit_minutes=0.15)
+    )
     rates = [row["lr"] for row in result.history]
     assert result.stopped == "time limit" and len(rates) >= 3
     assert rates == sorted(rates, reverse=True)
@@ -214,7 +220,9 @@ def test_under_a_time_limit_the_learning_rate_anneals_by_the_clock(phantom_datas
 
 
 def test_fold_all_trains_on_every_case_and_exports_the_last_epoch(phantom_dataset, tiny_pipeline, tmp_path):
-    result = train(phantom_dataset, tmp_path / "run", pipeline=tiny_pipeline, epochs=2, fold="all", device="cpu")
+    result = train(
+        phantom_dataset, tmp_path / "run", TrainOptions(pipeline=tiny_pipeline, epochs=2, fold="all", device="cpu")
+    )
     assert result.best_epoch == 2 and math.isnan(result.best_dice)
     assert all(math.isnan(row["val_dice_mean"]) for row in result.history)
     facts = json.loads((result.model_dir / "model.json").read_text())
@@ -231,7 +239,7 @@ def test_a_2d_pipeline_trains_on_slices_and_validates_slice_by_slice(phantom_dat
         .replace("patch_size: [32, 32, 16]", "patch_size: [32, 32]\n  augmentation: {flip_axes: [0, 1]}")
     )
     pipeline = parse_pipeline(text)
-    result = train(phantom_dataset, tmp_path / "run", pipeline=pipeline, epochs=1, device="cpu")
+    result = train(phantom_dataset, tmp_path / "run", TrainOptions(pipeline=pipeline, epochs=1, device="cpu"))
     assert 0 <= result.best_dice <= 1
     _, loaded, _ = load_model(result.model_dir)
     assert loaded.network.dimensions == 2
@@ -247,7 +255,7 @@ def test_a_pipeline_with_an_added_monai_transform_trains(phantom_dataset, tmp_pa
     )
     path = tmp_path / "smooth.yaml"
     path.write_text(TINY.replace("  folds: 3\n", "  folds: 3\n" + steps))
-    result = train(phantom_dataset, tmp_path / "run", pipeline=path, epochs=1, device="cpu")
+    result = train(phantom_dataset, tmp_path / "run", TrainOptions(pipeline=path, epochs=1, device="cpu"))
     assert result.epochs == 1 and math.isfinite(result.history[0]["train_loss"])
     _, saved, _ = load_model(result.model_dir)
     assert [step.name for step in saved.training.augmentation] == ["RandGaussianSmoothd", "RandFlipd"]
@@ -256,11 +264,15 @@ def test_a_pipeline_with_an_added_monai_transform_trains(phantom_dataset, tmp_pa
 
 def test_training_refuses_a_misspelled_step_before_it_starts(phantom_dataset, tmp_path):
     path = tmp_path / "pipe.yaml"
-    text = TINY.replace("  folds: 3\n", "  folds: 3\n  augmentation:\n    - {name: RandGausianSmoothd, keys: [image]}\n")
+    text = TINY.replace(
+        "  folds: 3\n", "  folds: 3\n  augmentation:\n    - {name: RandGausianSmoothd, keys: [image]}\n"
+    )
     path.write_text(text)
     line = text.splitlines().index("    - {name: RandGausianSmoothd, keys: [image]}") + 1
-    with pytest.raises(ConfigError, match=rf"pipe.yaml:{line}: training.augmentation\[0\]: .*did you mean 'RandGaussianSmoothd'"):
-        train(phantom_dataset, tmp_path / "run", pipeline=path, device="cpu")
+    with pytest.raises(
+        ConfigError, match=rf"pipe.yaml:{line}: training.augmentation\[0\]: .*did you mean 'RandGaussianSmoothd'"
+    ):
+        train(phantom_dataset, tmp_path / "run", TrainOptions(pipeline=path, device="cpu"))
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
@@ -278,7 +290,7 @@ def test_a_pipeline_that_does_not_fit_the_dataset_is_refused(phantom_dataset, tm
     else:
         text = TINY.replace("labels: {1: liver, 2: spleen, 3: kidney}", "labels: {1: liver}")
     with pytest.raises(ConfigError, match=message):
-        train(phantom_dataset, tmp_path / "run", pipeline=parse_pipeline(text), device="cpu")
+        train(phantom_dataset, tmp_path / "run", TrainOptions(pipeline=parse_pipeline(text), device="cpu"))
     assert not (tmp_path / "run").exists()
 
 
@@ -294,15 +306,14 @@ def test_a_pipeline_that_does_not_fit_the_dataset_is_refused(phantom_dataset, tm
 )
 def test_bad_options_are_refused_with_a_clear_message(phantom_dataset, tiny_pipeline, tmp_path, options, message):
     with pytest.raises(ConfigError, match=message):
-        train(phantom_dataset, tmp_path / "run", pipeline=tiny_pipeline, **options)
+        train(phantom_dataset, tmp_path / "run", TrainOptions(pipeline=tiny_pipeline, **options))
 
 
 def test_cuda_is_refused_clearly_where_there_is_none(phantom_dataset, tiny_pipeline, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is present")
     with pytest.raises(ConfigError, match="no CUDA GPU"):
-        train(phantom_dataset, tmp_path / "run", pipeline=tiny_pipeline, device="cuda")
-
+        train(phantom_dataset, tmp_path / "run", TrainOptions(pipeline=tiny_pipeline, device="cuda"))
 
 
 def test_a_planned_pipeline_file_brings_its_fingerprint_into_the_model_folder(phantom_dataset, tmp_path):
@@ -313,7 +324,9 @@ def test_a_planned_pipeline_file_brings_its_fingerprint_into_the_model_folder(ph
     # The plan's fingerprint beside a tiny pipeline file of the same name, so the test stays fast.
     (tmp_path / "tiny.yaml").write_text(TINY)
     (tmp_path / "tiny.fingerprint.json").write_text(json.dumps(fingerprint))
-    result = train(phantom_dataset, tmp_path / "run", pipeline=tmp_path / "tiny.yaml", epochs=1, device="cpu")
+    result = train(
+        phantom_dataset, tmp_path / "run", TrainOptions(pipeline=tmp_path / "tiny.yaml", epochs=1, device="cpu")
+    )
     assert json.loads((result.model_dir / "fingerprint.json").read_text()) == fingerprint
     assert fingerprint["num_cases"] == 6
 
@@ -329,7 +342,7 @@ def test_an_edited_case_file_is_prepared_again_on_resume(phantom_dataset, tiny_p
 
     dataset = shutil.copytree(phantom_dataset, tmp_path / "Dataset001_Phantom")
     run = tmp_path / "run"
-    train(dataset, run, pipeline=tiny_pipeline, epochs=1, fold="all", device="cpu")
+    train(dataset, run, TrainOptions(pipeline=tiny_pipeline, epochs=1, fold="all", device="cpu"))
     cache = CaseCache(run / "cache", tiny_pipeline)
     edited, untouched = cache.paths("phantom_002"), cache.paths("phantom_001")
     assert 3 in np.load(edited["label"])
@@ -341,7 +354,7 @@ def test_an_edited_case_file_is_prepared_again_on_resume(phantom_dataset, tiny_p
     data[data == 3] = 0  # the kidney removed from this case's label map
     nib.save(nib.Nifti1Image(data, label.affine, label.header), label_file)
 
-    train(dataset, run, pipeline=tiny_pipeline, epochs=1, fold="all", device="cpu", resume=True)
+    train(dataset, run, TrainOptions(pipeline=tiny_pipeline, epochs=1, fold="all", device="cpu", resume=True))
     assert 3 not in np.load(edited["label"])
     assert untouched["meta"].stat().st_mtime_ns == untouched_meta
 
@@ -355,11 +368,13 @@ def test_post_processing_is_chosen_on_the_validation_cases_when_the_pipeline_ask
 
     text = TINY + "inference:\n  postprocessing:\n    choose_on_validation: true\n"
     (tmp_path / "choose.yaml").write_text(text)
-    result = train(phantom_dataset, tmp_path / "run", pipeline=tmp_path / "choose.yaml", device="cpu")
+    result = train(phantom_dataset, tmp_path / "run", TrainOptions(pipeline=tmp_path / "choose.yaml", device="cpu"))
     note = next(line for line in (result.run_dir / "train.log").read_text().splitlines() if "post-processing:" in line)
     changes = dict(re.findall(r"(\d): ([\d.]+ -> [\d.]+)", note))
     assert set(changes) == {"1", "2", "3"}
-    expected = [int(n) for n, change in changes.items() if float(change.split(" -> ")[1]) > float(change.split(" -> ")[0])]
+    expected = [
+        int(n) for n, change in changes.items() if float(change.split(" -> ")[1]) > float(change.split(" -> ")[0])
+    ]
     exported = load_pipeline(result.model_dir / "pipeline.yaml")
     assert exported.inference.postprocessing.largest_component == expected
     assert exported.inference.postprocessing.choose_on_validation
