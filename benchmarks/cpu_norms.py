@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """CPU inference: torch's instance norm against the same normalisation through ``group_norm``.
 
-``medseg.models.fast_cpu_norms`` swaps every affine instance norm of a model that
-runs on a CPU for a :class:`~medseg.models.ChannelNorm` (``GroupNorm`` with one group per
+``medseg.models.networks.fast_cpu_norms`` swaps every affine instance norm of a model that
+runs on a CPU for a :class:`~medseg.models.networks.ChannelNorm` (``GroupNorm`` with one group per
 channel: the same numbers, the same weights). This script times forward passes of the
 networks CPU plans build, both ways, in one run, and prints milliseconds per pass, the
 ratio, and the largest difference of the outputs::
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from medseg.config import Network
-from medseg.models import build_network, fast_cpu_norms
+from medseg.models.networks import build_network, fast_cpu_norms
 
 NETWORKS = {
     "2d": (

@@ -86,7 +86,7 @@ def prepare(workdir: Path, size: int, slices: int, classes: int, overlap: float)
 
     from medseg.config import parse_pipeline
     from medseg.io.dicom.writer import write_dicom_series
-    from medseg.models import build_network
+    from medseg.models.networks import build_network
     from medseg.models.folder import export_model_folder
 
     series = workdir / f"ct-{size}x{size}x{slices}"

@@ -296,7 +296,7 @@ def time_medseg(dataset: Path, pipeline, *, steps: int, warmup: int, workdir: Pa
     import torch
 
     from medseg.datasets import load_case, open_dataset
-    from medseg.models import build_network
+    from medseg.models.networks import build_network
     from medseg.models.devices import compute_settings
     from medseg.training.loop import LoopSettings, Trainer, _EpochTiming
     from medseg.transforms.prepare import prepare_case

@@ -51,16 +51,10 @@ def resolve_models(args: argparse.Namespace) -> list[Path]:
         ModelError: a path that is not a model medseg runs, or a fold asked for that is missing.
         ConfigError: a malformed --folds.
     """
-    from medseg.model_formats import check_models
+    from medseg.model_formats import check_models, resolve_path
 
     given = args.model if isinstance(args.model, list) else [args.model]
-    models = []
-    for path in given:
-        if str(path) == "bundled" and not path.exists():
-            from medseg.models.bundled import bundled_model_path
-
-            path = bundled_model_path()
-        models.append(path)
+    models = [resolve_path(path) for path in given]
     check_models(models, model_options(args))
     return models
 

@@ -55,8 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=None, help="processes for decoding compressed DICOM")
     parser.add_argument("--json", action="store_true", help="print what was converted as JSON instead of lines")
     to_dicom = parser.add_argument_group(
-        "label map to DICOM", "with --series: INPUT is a NIfTI/NRRD/MHA label map drawn on that DICOM series, "
-        "OUTPUT the SEG or RTSTRUCT file to write on its instances (read back and checked voxel for voxel)"
+        "label map to DICOM",
+        "with --series: INPUT is a NIfTI/NRRD/MHA label map drawn on that DICOM series, "
+        "OUTPUT the SEG or RTSTRUCT file to write on its instances (read back and checked voxel for voxel)",
     )
     to_dicom.add_argument("--series", type=Path, help="the DICOM series (folder) the label map was drawn on")
     to_dicom.add_argument(
@@ -79,8 +80,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from medseg.cli._render import error_when_silent, print_json, progress_bar, stdout
     from medseg.errors import ConfigError
-    from medseg.io.dicom import DicomReadOptions
-    from medseg.workflows.convert import ConvertOptions, convert
+    from medseg.workflows.convert import ConvertOptions, DicomReadOptions, convert
 
     if args.output is not None and args.output_option is not None and args.output != args.output_option:
         raise ConfigError(f"two outputs given ({args.output} and --output {args.output_option}); give one")
@@ -120,8 +120,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _to_dicom(args: argparse.Namespace) -> int:
     from medseg.cli._render import print_json, stdout
-    from medseg.io.dicom import DicomReadOptions
-    from medseg.workflows.convert import labels_to_dicom
+    from medseg.workflows.convert import DicomReadOptions, labels_to_dicom
 
     result = labels_to_dicom(
         args.input,

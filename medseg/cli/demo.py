@@ -22,14 +22,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Exit code 0: every label reached Dice > 0.8; 1: it did not, or a step failed; 2: usage error.",
     )
     parser.add_argument(
-        "--output", "-o", type=Path, default=Path("medseg-demo"), metavar="OUTPUT",
+        "--output",
+        "-o",
+        type=Path,
+        default=Path("medseg-demo"),
+        metavar="OUTPUT",
         help="the demo folder: new, empty, or one a previous demo wrote (default: ./medseg-demo)",
     )
     parser.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: CUDA when available"
     )
     add_model_arguments(parser, required=False, several=False)
-    parser.add_argument("--json", action="store_true", help="print summary.json (outputs, Dice, times) instead of lines")
+    parser.add_argument(
+        "--json", action="store_true", help="print summary.json (outputs, Dice, times) instead of lines"
+    )
     parser.set_defaults(run=run)
 
 
@@ -44,8 +50,14 @@ def run(args: argparse.Namespace) -> int:
         demo = run_demo(args.output, device=args.device, model=args.model, progress=progress)
     if args.json:
         print_json({"output": str(demo.output), **demo.summary()})
-    names = {"nifti": "mask (NIfTI)", "seg": "mask (DICOM SEG)", "stats_csv": "statistics", "preview": "preview",
-             "evaluation": "scores", "summary": "summary"}
+    names = {
+        "nifti": "mask (NIfTI)",
+        "seg": "mask (DICOM SEG)",
+        "stats_csv": "statistics",
+        "preview": "preview",
+        "evaluation": "scores",
+        "summary": "summary",
+    }
     stdout.print(f"sample CT (DICOM): {demo.scan.dicom}")
     for kind, label in names.items():
         if kind in demo.outputs:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
@@ -30,63 +29,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from medseg.cli._render import print_json, progress_bar
     from medseg.errors import InputError
-    from medseg.io import image_format
-    from medseg.io.dicom import find_files, scan_files
+    from medseg.workflows.info import inventory
 
-    if not args.path.exists():
-        raise FileNotFoundError(f"{args.path}: no such file or folder")
-    root = args.path if args.path.is_dir() else args.path.parent
-    if args.path.is_file() and image_format(args.path):
-        entries, skipped = [_image_entry(args.path, root)], []
-    else:
-        files = find_files(args.path)
-        with progress_bar(not args.quiet) as progress:
-            found = scan_files(
-                [f for f in files if not image_format(f)], progress=lambda done, total: progress("scan", done, total)
-            )
-        entries = [
-            {**s.to_dict(), "kind": "dicom series", "folder": _folder(s.frames[0].path, root)} for s in found.series
-        ]
-        skipped = [{"path": s.path, "reason": s.reason} for s in found.skipped]
-        for path in (f for f in files if image_format(f)):
-            try:
-                entries.append(_image_entry(Path(path), root))
-            except InputError as exc:
-                skipped.append({"path": path, "reason": str(exc).removeprefix(f"{path}: ")})
+    with progress_bar(not args.quiet) as progress:
+        found = inventory(args.path, progress=progress)
     if args.json:
-        print_json(entries)
-        return Exit.OK if entries else Exit.USAGE
-    _print_text(entries, skipped, show_skipped=args.all)
-    if not entries:
+        print_json(found.entries)
+        return Exit.OK if found.entries else Exit.USAGE
+    _print_text(found.entries, found.skipped, show_skipped=args.all)
+    if not found.entries:
         raise InputError(f"{args.path}: no image series found")
-    return 0
-
-
-def _image_entry(path: Path, root: Path) -> dict[str, Any]:
-    """An image file as ``info`` lists it, from its header (the voxels are not read)."""
-    from medseg.io.header import read_image_header
-
-    header = read_image_header(path)
-    return {
-        "kind": "image file",
-        "path": str(path),
-        "folder": _folder(path, root),
-        "format": header.format,
-        "series_uid": None,
-        "modality": header.modality,
-        "description": path.name,
-        "num_slices": header.geometry.shape[2],
-        **header.geometry.to_dict(),
-        "channels": header.channels,
-        "dtype": header.dtype,
-        "is_localizer": False,
-        "problems": [] if header.geometry.is_orthogonal else [{"code": "sheared", "message": "sheared grid"}],
-    }
-
-
-def _folder(file: str | os.PathLike[str], root: Path) -> str:
-    """The folder holding ``file``, relative to ``root`` (``.`` for root itself)."""
-    return Path(os.path.relpath(Path(file).parent, root)).as_posix()
+    return Exit.OK
 
 
 def _print_text(entries: list[dict[str, Any]], skipped: list[dict[str, str]], *, show_skipped: bool) -> None:

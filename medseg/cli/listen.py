@@ -30,20 +30,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=11112, help="the port to listen on (default: %(default)s)")
     parser.add_argument("--host", default="0.0.0.0", help="the address to listen on (default: every interface)")
     parser.add_argument(
-        "--storage", "--output", "-o", type=Path, default=Path("medseg-listen"), metavar="DIR",
-        help="received instances, results, "
-        "state (default: %(default)s)"
+        "--storage",
+        "--output",
+        "-o",
+        type=Path,
+        default=Path("medseg-listen"),
+        metavar="DIR",
+        help="received instances, results, state (default: %(default)s)",
     )
     parser.add_argument(
-        "--quiet-time", type=float, default=10.0, metavar="S",
+        "--quiet-time",
+        type=float,
+        default=10.0,
+        metavar="S",
         help="seconds without a new instance after which a series is complete (default: %(default)s)",
     )
     parser.add_argument(
-        "--forward", metavar="PEER", help="where results go: AET@HOST:PORT, or a PACS settings file (DIMSE); "
-        "default: back to the sender"
+        "--forward",
+        metavar="PEER",
+        help="where results go: AET@HOST:PORT, or a PACS settings file (DIMSE); default: back to the sender",
     )
     parser.add_argument(
-        "--return-port", type=int, default=104, metavar="PORT",
+        "--return-port",
+        type=int,
+        default=104,
+        metavar="PORT",
         help="the sender's DICOM port, when results go back to it (default: %(default)s)",
     )
     parser.add_argument(
@@ -71,15 +82,11 @@ def run(args: argparse.Namespace) -> int:
     from medseg.cli._models import model_argument, model_options, resolve_models
     from medseg.cli._render import stdout
     from medseg.cli.pacs import quiet_libraries
-    from medseg.pacs.config import load_settings, parse_peer
-    from medseg.workflows.listen import Listener, ListenerOptions, default_workers
+    from medseg.workflows.listen import Listener, ListenerOptions, default_workers, forward_peer
 
     quiet_libraries(args)
     models = resolve_models(args)
-    forward = None
-    if args.forward:
-        path = Path(args.forward)
-        forward = load_settings(path) if path.is_file() else parse_peer(args.forward, calling_ae_title=args.ae_title)
+    forward = forward_peer(args.forward, calling_ae_title=args.ae_title) if args.forward else None
     formats = tuple(dict.fromkeys(f.strip().lower() for f in args.format.split(",") if f.strip()))
     options = ListenerOptions(
         storage=args.storage,

@@ -28,13 +28,9 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from medseg.cli._render import stdout
-    from medseg.model_formats import ModelOptions, describe_model
+    from medseg.model_formats import ModelOptions, describe_model, resolve_path
 
-    if str(args.path) == "bundled" and not args.path.exists():
-        from medseg.models.bundled import bundled_model_path
-
-        args.path = bundled_model_path()
-    info = describe_model(args.path, ModelOptions(checkpoint=args.checkpoint))
+    info = describe_model(resolve_path(args.path), ModelOptions(checkpoint=args.checkpoint))
     if args.json:
         print(json.dumps(info.to_dict(), indent=2))
         return 0

@@ -140,10 +140,9 @@ def _filter_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace):  # -> medseg.pacs.config.PacsSettings
     """The PACS connection from ``--pacs``, the environment and the connection flags."""
-    from medseg.pacs.config import KEYS, load_settings
+    from medseg.workflows.pacs_transfer import SETTING_KEYS, settings
 
-    overrides = {key: getattr(args, key, None) for key in KEYS if key != "protocol"}
-    return load_settings(args.pacs, overrides=overrides)
+    return settings(args.pacs, {key: getattr(args, key, None) for key in SETTING_KEYS})
 
 
 def quiet_libraries(args: argparse.Namespace) -> None:
@@ -154,9 +153,9 @@ def quiet_libraries(args: argparse.Namespace) -> None:
 
 
 def _query(args: argparse.Namespace):  # -> medseg.pacs.model.SeriesQuery
-    from medseg.pacs.model import SeriesQuery
+    from medseg.workflows.pacs_transfer import series_query
 
-    return SeriesQuery(
+    return series_query(
         patient_id=args.patient_id,
         study_date=args.study_date,
         modality=args.modality,
@@ -168,12 +167,11 @@ def _query(args: argparse.Namespace):  # -> medseg.pacs.model.SeriesQuery
 
 def run_echo(args: argparse.Namespace) -> int:
     from medseg.cli._render import stdout
-    from medseg.pacs.client import connect
+    from medseg.workflows.pacs_transfer import echo
 
     quiet_libraries(args)
     settings = settings_from_args(args)
-    with connect(settings) as pacs:
-        pacs.echo()
+    echo(settings)
     stdout.print(f"{settings.describe()}: ok")
     return 0
 
@@ -182,12 +180,10 @@ def run_query(args: argparse.Namespace) -> int:
     import json
 
     from medseg.cli._render import stdout
-    from medseg.pacs.client import connect
+    from medseg.workflows.pacs_transfer import query
 
     quiet_libraries(args)
-    query = _query(args)
-    with connect(settings_from_args(args)) as pacs:
-        found = pacs.find_series(query)
+    found = query(settings_from_args(args), _query(args))
     if args.json:
         print(json.dumps([s.to_dict() for s in found], indent=2))
         return 0
@@ -219,48 +215,27 @@ def run_query(args: argparse.Namespace) -> int:
 
 def run_pull(args: argparse.Namespace) -> int:
     from medseg.cli._render import stdout
-    from medseg.errors import ConfigError
-    from medseg.io.files import safe_name
-    from medseg.pacs.client import connect
+    from medseg.workflows.pacs_transfer import PulledSeries, pull
+
+    def show(done: PulledSeries) -> None:
+        what = f"{done.series.modality} {done.series.description}"
+        stdout.print(f"[green]pulled[/] {done.instances:>4} instance(s) {what} -> {done.folder}")
 
     quiet_libraries(args)
-    query = _query(args)
-    if not query.filters():
-        raise ConfigError(
-            "pacs pull needs at least one filter (e.g. --study-uid or --patient-id): it would pull everything"
-        )
-    if args.output.exists() and not args.output.is_dir():
-        raise ConfigError(f"{args.output}: exists and is not a folder")
-    with connect(settings_from_args(args)) as pacs:
-        found = pacs.find_series(query)
-        for series in found:
-            study, name = (safe_name(uid, max_length=120) for uid in (series.study_uid, series.series_uid))
-            folder = args.output / study / name
-            paths = pacs.retrieve_series(series, folder)
-            what = f"{series.modality} {series.description}"
-            stdout.print(f"[green]pulled[/] {len(paths):>4} instance(s) {what} -> {folder}")
-    if not found:
+    report = pull(settings_from_args(args), _query(args), args.output, on_series=show)
+    if not report.series:
         stdout.print("no series found")
         return Exit.USAGE
-    stdout.print(f"{len(found)} series pulled into {args.output}")
-    return 0
+    stdout.print(f"{len(report.series)} series pulled into {args.output}")
+    return Exit.OK
 
 
 def run_push(args: argparse.Namespace) -> int:
     from medseg.cli._render import error_when_silent, stdout
-    from medseg.io.dicom import find_files
-    from medseg.pacs.client import connect
+    from medseg.workflows.pacs_transfer import push
 
     quiet_libraries(args)
-    files: list[str] = []
-    for path in args.paths:
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file or folder")
-        files.extend(find_files(path))
-    if not files:
-        raise FileNotFoundError(f"{', '.join(map(str, args.paths))}: no files to push")
-    with connect(settings_from_args(args)) as pacs:
-        report = pacs.store(files)
+    files, report = push(settings_from_args(args), args.paths)
     for path, reason in report.failed:
         stdout.print(f"[red]failed[/] {path}: {reason}")
         error_when_silent("pacs", f"{path}: {reason}")
@@ -272,8 +247,8 @@ def run_push(args: argparse.Namespace) -> int:
 def run_segment(args: argparse.Namespace) -> int:
     from medseg.cli._models import model_argument, model_options, resolve_models
     from medseg.cli._render import error_when_silent, progress_bar, stdout
-    from medseg.pacs.client import connect
     from medseg.workflows.pacs_segment import SegmentOptions, segment_series
+    from medseg.workflows.pacs_transfer import connect
 
     quiet_libraries(args)
     models = resolve_models(args)

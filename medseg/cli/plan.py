@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -64,10 +63,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from medseg.cli._render import progress_bar, stderr
-    from medseg.config import dump_pipeline, save_pipeline
     from medseg.errors import ConfigError
-    from medseg.io.files import write_atomically
-    from medseg.planning import fingerprint_path, plan_dataset
+    from medseg.workflows.plan import plan_dataset, plan_text, write_plan
 
     if not args.dataset.exists():
         raise FileNotFoundError(f"{args.dataset}: no such file or folder")
@@ -94,11 +91,9 @@ def run(args: argparse.Namespace) -> int:
         )
     pipeline, fingerprint = plan.pipeline, plan.fingerprint
     if args.output is None:
-        sys.stdout.write(dump_pipeline(pipeline, comments=plan.comments, header=plan.header))
+        sys.stdout.write(plan_text(plan))
     else:
-        save_pipeline(pipeline, args.output, comments=plan.comments, header=plan.header)
-        text = json.dumps(fingerprint.to_dict(), indent=2) + "\n"
-        write_atomically(fingerprint_path(args.output), lambda tmp: tmp.write_text(text))
+        write_plan(plan, args.output)
     if not args.quiet:
         spacing = " x ".join(f"{v:g}" for v in pipeline.preprocessing.spacing)
         patch = " x ".join(str(v) for v in pipeline.training.patch_size)
@@ -109,4 +104,3 @@ def run(args: argparse.Namespace) -> int:
             f"spacing {spacing} mm, patch {patch}, batch {pipeline.training.batch_size}{where}"
         )
     return 0
-

@@ -49,7 +49,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "nnU-Net models: on, as nnUNetv2_predict)",
     )
     parser.add_argument(
-        "--overlap", type=float, default=None, metavar="F",
+        "--overlap",
+        type=float,
+        default=None,
+        metavar="F",
         help="sliding-window overlap, 0 <= F < 1 (nnU-Net models: default 0.5, a tile step of 1 - F)",
     )
     parser.add_argument("--batch-size", type=int, default=None, metavar="N", help="windows per forward pass")
@@ -83,10 +86,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from medseg.cli._render import error_when_silent, print_json, progress_bar, stdout
     from medseg.errors import ConfigError
-    from medseg.inference.engine import InferenceSettings
-    from medseg.inference.inputs import parse_shard, shard_from_environment
-    from medseg.io.dicom import DicomReadOptions
-    from medseg.workflows.predict import FORMATS, PredictOptions, predict
+    from medseg.workflows.predict import (
+        FORMATS,
+        DicomReadOptions,
+        InferenceSettings,
+        PredictOptions,
+        predict,
+        resolve_shard,
+    )
 
     formats = tuple(dict.fromkeys(f.strip().lower() for f in args.format.split(",") if f.strip()))
     unknown = [f for f in formats if f not in FORMATS]
@@ -100,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file or folder")
     models = resolve_models(args)
-    shard = parse_shard(args.shard) if args.shard is not None else shard_from_environment()
+    shard = resolve_shard(args.shard)
     options = PredictOptions(
         formats=formats,
         device=args.device,

@@ -78,8 +78,7 @@ def _fold(text: str) -> int | str:
 def run(args: argparse.Namespace) -> int:
     from medseg.cli._render import stderr
     from medseg.errors import ConfigError
-    from medseg.training.distributed import main_process
-    from medseg.workflows.train import LOCK_FILE, TrainOptions, train
+    from medseg.workflows.train import LOCK_FILE, TrainOptions, main_process, train
 
     if not args.dataset.exists():
         raise FileNotFoundError(f"{args.dataset}: no such file or folder")

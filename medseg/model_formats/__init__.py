@@ -17,6 +17,7 @@ package adds one through the ``medseg.model_formats`` entry point group (``docs/
 
 from medseg.model_formats.base import ModelFormat, ModelOptions, ModelPath
 from medseg.model_formats.registry import (
+    BUNDLED,
     ENTRY_POINT_GROUP,
     check_models,
     describe_model,
@@ -26,9 +27,11 @@ from medseg.model_formats.registry import (
     load_segmenter,
     plugin_problems,
     register_format,
+    resolve_path,
 )
 
 __all__ = [
+    "BUNDLED",
     "ENTRY_POINT_GROUP",
     "ModelFormat",
     "ModelOptions",
@@ -41,4 +44,5 @@ __all__ = [
     "load_segmenter",
     "plugin_problems",
     "register_format",
+    "resolve_path",
 ]

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 from medseg.config import load_pipeline
 from medseg.errors import ConfigError, ModelError
 from medseg.model_formats.base import ModelOptions
-from medseg.models.folder import MODEL_METADATA, require_complete_model_folder
 from medseg.models.info import ModelInfo, count_parameters, read_json
 
 if TYPE_CHECKING:
@@ -16,6 +15,8 @@ if TYPE_CHECKING:
 
     from medseg.inference.engine import InferenceSettings
 
+#: The file that makes a folder a medseg model (``medseg.models.folder.MODEL_METADATA``, which loads torch).
+MODEL_METADATA = "model.json"
 #: What ``medseg model`` shows of a model's training facts (``model.json``).
 SOURCE_KEYS = ("dataset", "created", "trained_by", "fold", "best_dice", "epochs_run")
 
@@ -60,6 +61,8 @@ class MedsegFormat:
 
     def check(self, path: Path, options: ModelOptions) -> None:
         """The folder holds its weights, pipeline and ``model.json``."""
+        from medseg.models.folder import require_complete_model_folder  # torch: not needed to parse arguments
+
         require_complete_model_folder(path)
 
     def load(

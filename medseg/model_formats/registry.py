@@ -20,6 +20,7 @@ from medseg.model_formats.base import ModelFormat, ModelOptions, ModelPath
 from medseg.model_formats.bundle import BundleFormat
 from medseg.model_formats.native import MedsegFormat
 from medseg.model_formats.nnunet import NnunetFormat
+from medseg.models.bundled import bundled_model_path
 from medseg.models.info import ModelInfo
 
 if TYPE_CHECKING:
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: The entry point group other packages register model formats in.
 ENTRY_POINT_GROUP = "medseg.model_formats"
+#: The name ``--model`` takes for the phantom model shipped with medseg.
+BUNDLED = "bundled"
 
 _BUILT_IN: tuple[ModelFormat, ...] = (MedsegFormat(), NnunetFormat(), BundleFormat())
 _registered: list[ModelFormat] = []
@@ -62,6 +65,13 @@ def plugin_problems() -> list[str]:
     """One line per installed format that could not be loaded (``medseg doctor`` shows them)."""
     _installed()
     return list(_plugin_problems)
+
+
+def resolve_path(path: ModelPath) -> Path:
+    """``path``, or for ``"bundled"`` (where no such file or folder exists) the phantom model shipped with medseg."""
+    if str(path) == BUNDLED and not Path(path).exists():
+        return bundled_model_path()
+    return Path(path)
 
 
 def format_of(path: ModelPath) -> ModelFormat:

@@ -47,7 +47,7 @@ def measure_cpu_speed(threads: int) -> float:
     import torch
     from monai.losses import DiceCELoss
 
-    from medseg.models import build_network
+    from medseg.models.networks import build_network
 
     previous_threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()

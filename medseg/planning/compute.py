@@ -6,7 +6,7 @@ cores. The planner (:mod:`medseg.planning.planner`) therefore sizes CPU networks
 by the time of a step, estimated from two counts of one patch:
 
 * ``MACs``, the multiply-accumulates of a forward pass (:func:`forward_macs`,
-  exact for the DynUNet that :func:`medseg.models.build_network` builds); the
+  exact for the DynUNet that :func:`medseg.models.networks.build_network` builds); the
   backward pass costs about twice the forward (gradients of the inputs and of the
   weights), so a step of ``B`` patches does ``3 B MACs``;
 * feature-map units ``U`` (:func:`medseg.planning.memory.feature_map_units`),

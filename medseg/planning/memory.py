@@ -56,7 +56,7 @@ def feature_map_units(patch_size: Sequence[int], strides: Sequence[Sequence[int]
 
 
 def count_parameters(network: Network, *, in_channels: int, num_classes: int) -> int:
-    """Weights of the DynUNet that ``network`` describes, as :func:`medseg.models.build_network` builds it.
+    """Weights of the DynUNet that ``network`` describes, as :func:`medseg.models.networks.build_network` builds it.
 
     Convolutions (without bias), two affine normalisations per block, 1x1 output heads (with bias).
     """

@@ -36,7 +36,7 @@ import torch
 
 from medseg.config.schema import Pipeline
 from medseg.errors import InputError
-from medseg.models import build_network
+from medseg.models.networks import build_network
 from medseg.models.devices import autocast, grad_scaler
 from medseg.training.best import BestEpoch, ComponentDice
 from medseg.training.budget import TimeLimit, ValidationBudget

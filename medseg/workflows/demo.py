@@ -175,9 +175,9 @@ def run_demo(
         InputError: ``output`` is a file, or a folder holding other things than a demo's.
         ModelError: the model cannot be loaded, or the sample scan could not be segmented.
     """
+    from medseg.models.bundled import bundled_model_path
     from medseg.workflows.evaluate import evaluate, write_evaluation
     from medseg.workflows.predict import PredictOptions, predict
-    from medseg.models.bundled import bundled_model_path
 
     started = time.monotonic()
     out = _prepare_output(Path(output))

@@ -31,18 +31,18 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from medseg.errors import ConfigError, MedsegError, PacsError
 from medseg.inference.engine import InferenceSettings, Segmenter
-from medseg.model_formats import ModelOptions
 from medseg.io.files import write_atomically
-from medseg.pacs.config import PacsSettings, check_ae_title
+from medseg.model_formats import ModelOptions
+from medseg.pacs.config import PacsSettings, check_ae_title, load_settings, parse_peer
 from medseg.pacs.model import folder_name
 
 log = logging.getLogger(__name__)
@@ -190,9 +190,8 @@ class Listener:
         from pynetdicom import AE, AllStoragePresentationContexts, evt
         from pynetdicom.sop_class import Verification
 
-        from medseg.pacs.dimse import RECEIVE_TRANSFER_SYNTAXES, set_no_delay
-
         from medseg.model_formats import check_models, is_loaded
+        from medseg.pacs.dimse import RECEIVE_TRANSFER_SYNTAXES, set_no_delay
 
         model = self._model
         if is_loaded(model):
@@ -354,7 +353,7 @@ class Listener:
                     self._segment(series)
                 if series.status == SEGMENTED:
                     self._send(series)
-            except Exception as exc:  # noqa: BLE001 - the worker must outlive any one series
+            except Exception as exc:
                 log.exception("series %s: unexpected error", uid)
                 self._set(series, FAILED, message=f"unexpected error: {exc}")
             finally:
@@ -469,6 +468,16 @@ class Listener:
             self._series[uid] = series
             self._save_state(series)
             self._on_event("resumed", uid, f"{RECEIVED}, {series.instances} instance(s)")
+
+
+def forward_peer(value: str | os.PathLike[str], *, calling_ae_title: str) -> PacsSettings:
+    """Where ``--forward`` sends SEGs: a PACS settings file, or ``AE@host:port``.
+
+    Raises:
+        ConfigError: neither a readable settings file nor a peer of that form.
+    """
+    path = Path(value)
+    return load_settings(path) if path.is_file() else parse_peer(str(value), calling_ae_title=calling_ae_title)
 
 
 def default_workers(device: str = "auto") -> int:

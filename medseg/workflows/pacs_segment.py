@@ -34,9 +34,9 @@ from pydicom.dataset import Dataset
 
 from medseg.errors import ConfigError, MedsegError
 from medseg.inference.engine import InferenceSettings, Segmenter
-from medseg.model_formats import ModelOptions, is_loaded, load_segmenter
 from medseg.io.dicom_outputs import AlgorithmIdentity
 from medseg.io.files import write_atomically
+from medseg.model_formats import ModelOptions, is_loaded, load_segmenter
 from medseg.pacs.client import PacsClient
 from medseg.pacs.model import SeriesInfo, SeriesQuery, folder_name
 

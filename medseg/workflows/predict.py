@@ -31,9 +31,8 @@ from typing import Literal
 
 from medseg.errors import ConfigError, InputError, MedsegError
 from medseg.inference.engine import InferenceSettings, Segmenter
-from medseg.model_formats import ModelOptions, is_loaded, load_segmenter
 from medseg.inference.guardrails import check_image
-from medseg.inference.inputs import Case, collect_cases, select_shard
+from medseg.inference.inputs import Case, collect_cases, parse_shard, select_shard, shard_from_environment
 from medseg.inference.quality import CaseQuality, assess_case, batch_flags
 from medseg.inference.records import (
     environment,
@@ -48,6 +47,7 @@ from medseg.inference.records import (
 from medseg.io import read_image
 from medseg.io.dicom import DicomReadOptions, read_series
 from medseg.io.files import atomic_path
+from medseg.model_formats import ModelOptions, is_loaded, load_segmenter
 from medseg.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,15 @@ class PredictReport:
     @property
     def ok(self) -> bool:
         return not self.failed
+
+
+def resolve_shard(text: str | None) -> tuple[int, int] | None:
+    """The shard to run: ``--shard I/N`` as given, else a SLURM job array's (``SLURM_ARRAY_TASK_ID``), else None.
+
+    Raises:
+        ConfigError: a malformed shard.
+    """
+    return parse_shard(text) if text is not None else shard_from_environment()
 
 
 def predict(

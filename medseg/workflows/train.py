@@ -42,7 +42,7 @@ from medseg.errors import ConfigError
 from medseg.io.files import write_atomically
 from medseg.models.devices import compute_settings
 from medseg.models.folder import export_model_folder
-from medseg.training.distributed import Distributed, process_group
+from medseg.training.distributed import Distributed, main_process, process_group
 from medseg.training.loop import (
     CHECKPOINT_DIR,
     LAST_CHECKPOINT,
@@ -59,6 +59,8 @@ from medseg.training.state import Checkpoint, load_checkpoint
 from medseg.training.validation import largest_component_labels
 from medseg.transforms.prepare import PreparedCase
 from medseg.workflows.resolve import ResolvedPipeline, resolve_pipeline
+
+__all__ = ["LOCK_FILE", "TrainOptions", "TrainingResult", "main_process", "train"]
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from medseg.errors import ConfigError, InputError
 from medseg.inference.engine import CPU_OVERLAP, InferenceSettings, Segmenter, segments_of
 from medseg.inference.postprocess import postprocess
 from medseg.inference.window import cpu_window_batch, slices_per_batch
-from medseg.models import build_network
+from medseg.models.networks import build_network
 from medseg.models.folder import export_model_folder
 from medseg.synthetic import make_phantom
 from medseg.transforms.prepare import prepare_case

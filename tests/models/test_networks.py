@@ -9,7 +9,7 @@ import torch
 
 from medseg.config import Network, load_pipeline
 from medseg.errors import ConfigError
-from medseg.models import ChannelNorm, build_network, fast_cpu_norms, patch_divisor
+from medseg.models.networks import ChannelNorm, build_network, fast_cpu_norms, patch_divisor
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 

@@ -32,7 +32,7 @@ def measure(config: dict) -> dict:
 
     from medseg.config import Network
     from medseg.config.schema import Training
-    from medseg.models import build_network
+    from medseg.models.networks import build_network
     from medseg.training.objectives import build_loss
 
     torch.manual_seed(0)

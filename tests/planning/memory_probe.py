@@ -49,7 +49,7 @@ def measure(config: dict) -> dict:
     from monai.networks.nets import DynUNet
 
     from medseg.config import Network
-    from medseg.models import build_network
+    from medseg.models.networks import build_network
 
     torch.manual_seed(0)
     dims = len(config["patch"])

@@ -49,7 +49,7 @@ ISOTROPIC = Network(
 def _counted_macs(network: Network, patch: list[int], in_channels: int, classes: int) -> int:
     """Multiply-accumulates of every (transposed) convolution of the built network, counted by hooks."""
     torch = pytest.importorskip("torch")
-    from medseg.models import build_network
+    from medseg.models.networks import build_network
 
     model = build_network(network, in_channels=in_channels, out_channels=classes).train()
     total = 0

@@ -38,7 +38,7 @@ FLAT = Network(
 
 @pytest.mark.parametrize(("network", "in_channels", "classes"), [(ANISOTROPIC, 1, 4), (FLAT, 3, 14)])
 def test_parameter_count_is_that_of_the_built_network(network, in_channels, classes):
-    from medseg.models import build_network
+    from medseg.models.networks import build_network
 
     built = build_network(network, in_channels=in_channels, out_channels=classes)
     expected = sum(p.numel() for p in built.parameters())

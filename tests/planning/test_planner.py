@@ -301,7 +301,7 @@ def test_epochs_can_be_set():
 def test_the_planned_network_runs(phantom_fingerprint):
     """MONAI's DynUNet, built from a plan exactly as training will build it, takes a patch."""
     torch = pytest.importorskip("torch")
-    from medseg.models import build_network
+    from medseg.models.networks import build_network
 
     small = fingerprint([(6.0, 6.0, 8.0)] * 3, [(48, 40, 20)] * 3, labels=LABELS)
     for dimensions in ("auto", 2):
@@ -416,7 +416,7 @@ def test_bad_device_options_are_refused(options, message):
 def test_the_planned_cpu_network_runs_a_training_step():
     """MONAI's DynUNet built from a CPU plan takes a batch, forward and backward."""
     torch = pytest.importorskip("torch")
-    from medseg.models import build_network
+    from medseg.models.networks import build_network
 
     small = fingerprint([(4.0, 4.0, 5.0)] * 3, [(72, 60, 32)] * 3, labels=LABELS)
     pipeline, _ = plan_pipeline(small, name="tiny", device="cpu")

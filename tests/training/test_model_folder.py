@@ -9,7 +9,7 @@ import torch
 
 from medseg.config import parse_pipeline
 from medseg.errors import ModelError
-from medseg.models import build_network
+from medseg.models.networks import build_network
 from medseg.models.folder import export_model_folder, load_model
 from tests.training.conftest import TINY
 

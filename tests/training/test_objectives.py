@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from medseg.config import Network, Optimizer, Training
-from medseg.models import build_network
+from medseg.models.networks import build_network
 from medseg.training.objectives import build_loss, build_optimizer, build_schedule
 
 
