@@ -17,7 +17,7 @@ from tests.review.conftest import FLAGGED
 
 
 def embedded(page: str) -> dict:
-    payload = re.search(r'<script type="application/json" id="case-data">(.*?)</script>', page, re.S).group(1)
+    payload = re.search(r'<script type="application/json" id="case-data">(.*?)</script>', page, re.DOTALL).group(1)
     return json.loads(payload)
 
 
@@ -57,9 +57,9 @@ def test_the_summary_and_the_volume_plots(batch_folder):
     assert (facts["cases"], facts["done"], facts["failed"], facts["flagged"]) == ("4", "3", "1", "2")
     assert facts["model"].startswith("medseg-phantom 0.1.0") and facts["device"] == "cpu"
     assert facts["medseg"] == "0.1.0" and "torch " in facts["libraries"] and "monai " in facts["libraries"]
-    strips = re.findall(r'<svg class="strip" data-label="([^"]+)".*?</svg>', page, re.S)
+    strips = re.findall(r'<svg class="strip" data-label="([^"]+)".*?</svg>', page, re.DOTALL)
     assert strips == ["liver", "spleen", "kidney"]
-    for svg in re.findall(r'<svg class="strip".*?</svg>', page, re.S):
+    for svg in re.findall(r'<svg class="strip".*?</svg>', page, re.DOTALL):
         assert sorted(re.findall(r'class="flagged" data-case="([^"]+)"', svg)) == sorted(FLAGGED)
         assert re.findall(r'class="ok" data-case="([^"]+)"', svg) == ["charlie"]
 
@@ -104,8 +104,23 @@ def test_the_command_writes_the_report_and_says_so(batch_folder, tmp_path, capsy
 def test_predict_report_writes_the_report_after_the_batch(predicted, tmp_path, capsys):
     inputs = predicted[0]
     out = tmp_path / "o"
-    assert main(["predict", "--model", "bundled", str(inputs / "alpha.nii.gz"), "-o", str(out), "--device", "cpu",
-                 "--preview", "--report"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                "bundled",
+                str(inputs / "alpha.nii.gz"),
+                "-o",
+                str(out),
+                "--device",
+                "cpu",
+                "--preview",
+                "--report",
+            ]
+        )
+        == 0
+    )
     assert f"report: {out / 'report.html'}" in capsys.readouterr().out
     data = embedded((out / "report.html").read_text())
     assert [c["case"] for c in data["cases"]] == ["alpha"] and data["cases"][0]["thumb"]

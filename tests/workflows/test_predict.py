@@ -34,12 +34,19 @@ def model_dir(trained_model) -> Path:
 
 
 def _grid(shape, spacing, origin, direction) -> Geometry:
-    return Geometry.from_spacing(shape, spacing, origin, direction, frame_of_reference_uid="1.2.826.0.1.3680043.8.498.1")
+    return Geometry.from_spacing(
+        shape, spacing, origin, direction, frame_of_reference_uid="1.2.826.0.1.3680043.8.498.1"
+    )
 
 
 #: The scans of the batch: an oblique series, a feet-first series, and a NIfTI file.
 GRIDS = {
-    "oblique": _grid((44, 36, 12), (6.5, 7.0, 9.0), (-140.0, -120.0, -50.0), factories.rotation("z", 12) @ factories.rotation("x", -8)),
+    "oblique": _grid(
+        (44, 36, 12),
+        (6.5, 7.0, 9.0),
+        (-140.0, -120.0, -50.0),
+        factories.rotation("z", 12) @ factories.rotation("x", -8),
+    ),
     "feet_first": _grid((40, 34, 11), (7.0, 7.5, 9.0), (140.0, -125.0, 40.0), np.diag([-1.0, 1.0, -1.0])),
     "nifti_case": _grid((42, 35, 10), (7.0, 7.0, 10.0), (-145.0, -125.0, -45.0), np.eye(3)),
 }
@@ -72,14 +79,17 @@ def test_every_series_is_segmented_on_its_own_grid_and_seg_matches_nifti(model_d
 
     by_name = {r.name: r for r in report.results}
     assert {n: r.status for n, r in by_name.items() if r.status != "skipped"} == {
-        "oblique": "done", "feet_first": "done", "nifti_case": "done"
+        "oblique": "done",
+        "feet_first": "done",
+        "nifti_case": "done",
     }
     assert any(r.status == "skipped" and r.message == "localizer" for r in report.results)
     labels = sorted(int(n) for n in json.loads((model_dir / "labels.json").read_text()))
     for name in ("oblique", "feet_first"):
         folder = out / name
         assert sorted(p.name for p in folder.iterdir()) == sorted(
-            f"{name}{ext}" for ext in (".nii.gz", ".seg.dcm", ".rtstruct.dcm", ".stats.json", ".stats.csv", ".preview.png")
+            f"{name}{ext}"
+            for ext in (".nii.gz", ".seg.dcm", ".rtstruct.dcm", ".stats.json", ".stats.csv", ".preview.png")
         )
         scan = read_dicom(root / "dicom" / name, options=DicomReadOptions(tilt="keep"))
         mask = read_image(folder / f"{name}.nii.gz", kind="label")
@@ -137,7 +147,9 @@ def test_shards_split_the_batch_between_runs(model_dir, scans, tmp_path):
     segmenter = Segmenter.from_folder(model_dir, device="cpu")
     names = []
     for index in (1, 2):
-        report = predict([root / "dicom", root / "nifti"], out, model=segmenter, options=PredictOptions(shard=(index, 2)))
+        report = predict(
+            [root / "dicom", root / "nifti"], out, model=segmenter, options=PredictOptions(shard=(index, 2))
+        )
         names.append({r.name for r in report.results if r.status == "done"})
     assert names[0] and names[1] and not names[0] & names[1]
     assert names[0] | names[1] == {"oblique", "feet_first", "nifti_case"}
@@ -153,8 +165,19 @@ def test_killing_predict_mid_batch_and_rerunning_finishes_without_recomputing(mo
         image, _ = make_phantom(20 + n, geometry=GRIDS["nifti_case"])
         write_image(image, inputs / f"case{n}.nii.gz")
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "medseg", "predict", "--model", str(model_dir), str(inputs), "--output", str(out),
-               "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "medseg",
+        "predict",
+        "--model",
+        str(model_dir),
+        str(inputs),
+        "--output",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -189,7 +212,9 @@ def test_a_series_with_a_missing_slice_is_refused_or_resampled_without_seg(model
     (result,) = refused.results
     assert result.status == "failed" and "missing" in result.message
     resampled = predict(
-        [series], out, model=model_dir,
+        [series],
+        out,
+        model=model_dir,
         options=PredictOptions(formats=formats, device="cpu", dicom=DicomReadOptions(irregular="resample")),
     )
     (result,) = resampled.results

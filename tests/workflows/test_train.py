@@ -11,15 +11,13 @@ import torch
 from medseg.config import parse_pipeline
 from medseg.datasets import load_case, open_dataset
 from medseg.errors import ConfigError, ModelError
-from medseg.models.folder import load_model
-from medseg.workflows.train import TrainOptions, train
-from medseg.models.folder import file_sha256
-from medseg.training.state import load_checkpoint
+from medseg.models.folder import file_sha256, load_model
 from medseg.training.records import read_metrics
 from medseg.training.splits import read_splits
 from medseg.training.state import load_checkpoint
 from medseg.training.validation import predict_logits
 from medseg.transforms.prepare import prepare_case
+from medseg.workflows.train import TrainOptions, train
 from tests.training.conftest import TINY
 
 COLUMNS = [

@@ -36,8 +36,20 @@ def test_every_series_gets_a_seg_once(orthanc, trained_model, tmp_path, capsys):
     }
     config = orthanc.settings_file(tmp_path / "cfg")
     work = tmp_path / "work"
-    args = ["pacs", "segment", "--pacs", str(config), "--model", str(trained_model), "--work", str(work),
-            "--modality", "CT", "--device", "cpu"]
+    args = [
+        "pacs",
+        "segment",
+        "--pacs",
+        str(config),
+        "--model",
+        str(trained_model),
+        "--work",
+        str(work),
+        "--modality",
+        "CT",
+        "--device",
+        "cpu",
+    ]
 
     first = run_cli(*args)  # as a user runs it; the later runs in-process, which is quicker
     assert first.returncode == 0, first.stdout + first.stderr
@@ -71,7 +83,10 @@ def test_over_dimse_with_rtstruct_and_a_seg_of_another_model(orthanc, trained_mo
     settings = load_settings(orthanc.settings_file(tmp_path / "cfg", protocol="dimse"), environ={})
     with connect(settings) as pacs:
         report = segment_series(
-            pacs, SeriesQuery(), model=trained_model, work=tmp_path / "work",
+            pacs,
+            SeriesQuery(),
+            model=trained_model,
+            work=tmp_path / "work",
             options=SegmentOptions(formats=("seg", "rtstruct"), device="cpu", keep_images=True),
         )
         assert [r.status for r in report.results] == ["pushed"], report.results
@@ -82,8 +97,13 @@ def test_over_dimse_with_rtstruct_and_a_seg_of_another_model(orthanc, trained_mo
         source_uid = report.results[0].series.series_uid
         other = AlgorithmIdentity(name="tiny", version="9.9.9+sha256:00000000")
         assert result_references(header, other) == set()
-        again = segment_series(pacs, SeriesQuery(), model=trained_model, work=tmp_path / "work",
-                               options=SegmentOptions(formats=("seg", "rtstruct"), device="cpu"))
+        again = segment_series(
+            pacs,
+            SeriesQuery(),
+            model=trained_model,
+            work=tmp_path / "work",
+            options=SegmentOptions(formats=("seg", "rtstruct"), device="cpu"),
+        )
         assert [r.status for r in again.results] == ["skipped"]
     assert source_uid in {str(r.SeriesInstanceUID) for r in header.ReferencedSeriesSequence}
     assert len(orthanc.series_of("RTSTRUCT")) == 1 and len(orthanc.series_of("SEG")) == 1
@@ -94,15 +114,40 @@ def test_a_series_that_fails_is_reported_and_the_run_goes_on(orthanc, trained_mo
     orthanc.upload(study[0])
     orthanc.upload(study[1][:5] + study[1][6:])  # a missing slice: the reader refuses the series
     config = orthanc.settings_file(tmp_path / "cfg")
-    code = main(["pacs", "segment", "--pacs", str(config), "--model", str(trained_model), "--work",
-                 str(tmp_path / "work"), "--device", "cpu"])
+    code = main(
+        [
+            "pacs",
+            "segment",
+            "--pacs",
+            str(config),
+            "--model",
+            str(trained_model),
+            "--work",
+            str(tmp_path / "work"),
+            "--device",
+            "cpu",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 4, out
     assert "1 pushed" in out and "1 failed" in out and "missing" in out
     assert len(orthanc.series_of("SEG")) == 1
     # Under -q the lines are silent, the failure is not: one error line (the pushed series is skipped).
-    code = main(["-q", "pacs", "segment", "--pacs", str(config), "--model", str(trained_model), "--work",
-                 str(tmp_path / "work"), "--device", "cpu"])
+    code = main(
+        [
+            "-q",
+            "pacs",
+            "segment",
+            "--pacs",
+            str(config),
+            "--model",
+            str(trained_model),
+            "--work",
+            str(tmp_path / "work"),
+            "--device",
+            "cpu",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 4 and out == ""
     assert err.count("medseg pacs: error: ") == 1 and "missing" in err
@@ -117,8 +162,18 @@ def test_an_nnunet_model_pushes_its_seg(orthanc, nnunet_model, tmp_path, capsys)
     files = write_series(read_image(nnunet_model.inputs / f"{case}_0000.nii.gz"), tmp_path / "series")
     orthanc.upload(files)
     config = orthanc.settings_file(tmp_path / "cfg")
-    args = ["pacs", "segment", "--pacs", str(config), "--model", str(nnunet_model.model_folder),
-            "--work", str(tmp_path / "work"), "--device", "cpu"]
+    args = [
+        "pacs",
+        "segment",
+        "--pacs",
+        str(config),
+        "--model",
+        str(nnunet_model.model_folder),
+        "--work",
+        str(tmp_path / "work"),
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     assert "1 pushed" in capsys.readouterr().out
     (seg,) = _segs(orthanc).values()
@@ -128,4 +183,7 @@ def test_an_nnunet_model_pushes_its_seg(orthanc, nnunet_model, tmp_path, capsys)
     names = {s.SegmentLabel for s in seg.SegmentSequence}
     assert names and names <= {"liver", "spleen", "kidney"}
     algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
-    assert algorithm.AlgorithmName == nnunet_model.model_folder.parent.name and "nnunet+sha256:" in algorithm.AlgorithmVersion
+    assert (
+        algorithm.AlgorithmName == nnunet_model.model_folder.parent.name
+        and "nnunet+sha256:" in algorithm.AlgorithmVersion
+    )

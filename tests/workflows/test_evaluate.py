@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from medseg.errors import ConfigError, InputError
-from medseg.workflows.evaluate import case_id, evaluate, find_cases, write_evaluation
 from medseg.geometry import Geometry
 from medseg.io import read_dicom, write_nifti
 from medseg.metrics import LabelStatus, score_labels
 from medseg.volume import Volume, VolumeKind
+from medseg.workflows.evaluate import case_id, evaluate, find_cases, write_evaluation
 from tests import factories
 
 GEOMETRY = Geometry.from_spacing((30, 26, 12), (1.4, 1.1, 3.0), (-20.0, 11.5, -40.0), factories.rotation("z", 12))
@@ -67,9 +67,7 @@ def test_folders_pair_by_case_id_and_report_the_unmatched(study):
     assert not evaluation.failures
     assert len(evaluation.rows) == 6
     for row in evaluation.rows:
-        expected = {
-            s.label: s for s in score_labels(*truth[row.case_id], tolerance_mm=1.5)
-        }[row.scores.label]
+        expected = {s.label: s for s in score_labels(*truth[row.case_id], tolerance_mm=1.5)}[row.scores.label]
         assert row.scores.as_dict() == pytest.approx(expected.as_dict(), nan_ok=True)
         assert row.name == evaluation.labels[row.scores.label]
     assert evaluation.rows[3].prediction == preds / "case_b" / "case_b.nii.gz"

@@ -38,8 +38,12 @@ def request(server, path: str, body: dict | bytes | None = None) -> tuple[int, b
     host, port = server.server_address[:2]
     connection = http.client.HTTPConnection(host, port, timeout=30)
     data = json.dumps(body).encode() if isinstance(body, dict) else body
-    connection.request("POST" if body is not None else "GET", path, body=data,
-                       headers={"Content-Type": "application/json"} if data else {})
+    connection.request(
+        "POST" if body is not None else "GET",
+        path,
+        body=data,
+        headers={"Content-Type": "application/json"} if data else {},
+    )
     response = connection.getresponse()
     answer = response.status, response.read(), response.getheader("Content-Type") or ""
     connection.close()
@@ -47,8 +51,11 @@ def request(server, path: str, body: dict | bytes | None = None) -> tuple[int, b
 
 
 def digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "review.csv"}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "review.csv"
+    }
 
 
 def test_the_page_its_scripts_and_the_cases(server):

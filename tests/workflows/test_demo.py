@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medseg.workflows.demo import MIN_DICE, SAMPLE_NAME, run_demo
 from medseg.errors import InputError
 from medseg.io import read_image, read_nifti
 from medseg.io.dicom import read_series, scan
 from medseg.models.bundled import BUNDLED_FILES, bundled_model_path
+from medseg.workflows.demo import MIN_DICE, SAMPLE_NAME, run_demo
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data" / "ct_phantom"
@@ -99,9 +99,21 @@ def test_a_built_wheel_ships_the_bundled_model(tmp_path):
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, source / name)
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
-         str(source)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     (wheel,) = tmp_path.glob("medseg-*.whl")
