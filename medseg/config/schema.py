@@ -30,10 +30,11 @@ class Normalization(_Strict):
     then subtract ``mean`` and divide by ``std`` (the training set's foreground
     statistics, as nnU-Net computes them): the same numbers for every image. ``zscore``: per image, using
     that image's own mean and standard deviation (inside its non-zero region).
-    ``none``: leave values as they are.
+    ``none``: leave values as they are. ``rescale01``: per image, minus its minimum, over its range;
+    ``rgb01``: over 255 (nnU-Net's ``RescaleTo01Normalization`` and ``RGBTo01Normalization``).
     """
 
-    scheme: Literal["ct", "zscore", "none"]
+    scheme: Literal["ct", "zscore", "none", "rescale01", "rgb01"]
     clip: tuple[float, float] | None = None
     mean: float | None = None
     std: PositiveFloat | None = None

@@ -4,9 +4,10 @@ For one scan (:meth:`NnunetSegmenter.segment`):
 
 1. The image in nnU-Net's axis order: the order SimpleITK reads the NIfTI medseg would write for
    it (the voxel axes reversed), then the plans' ``transpose_forward``.
-2. nnU-Net's preprocessing (:mod:`medseg.transforms.nnunet`): crop to the non-zero box, normalise each
-   channel by its scheme, resample to the configuration's spacing (a 2D configuration keeps the
-   slice spacing).
+2. nnU-Net's preprocessing, by medseg's own steps with nnU-Net's values: crop to the non-zero box
+   (holes filled), normalise each channel by its scheme (float32 statistics), resize to the
+   configuration's spacing (:func:`~medseg.transforms.resample.resize_channel`; a 2D configuration
+   keeps the slice spacing).
 3. nnU-Net's sliding window: its tile steps, its Gaussian weights (sigma 1/8 of the patch, peak 10),
    one window at a time, mirrored over the axes the checkpoint allows, class scores summed in
    float16 as nnU-Net sums them; the folds' scores averaged.
@@ -37,8 +38,9 @@ from medseg.inference.engine import InferenceSettings
 from medseg.inference.foreign import ForeignSegmenter
 from medseg.inference.window import Progress
 from medseg.models.info import ModelInfo
-from medseg.models.nnunet import NnunetModel, load_nnunet
-from medseg.transforms.nnunet import new_shape, nonzero_box, normalise_channel, resample_channel, separate_axis
+from medseg.models.nnunet import NnunetModel, channel_normalization, load_nnunet
+from medseg.transforms.normalize import mask_box, nonzero_mask, normalize_channel
+from medseg.transforms.resample import new_shape, resize_channel, separate_axis
 from medseg.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -125,24 +127,26 @@ class NnunetSegmenter(ForeignSegmenter):
         order = [2 - a for a in plan.transpose_forward]  # our (I, J, K) axes in the network's order
         spacing = [voxel_spacing[a] for a in order]
         data = np.transpose(array, (0, *[a + 1 for a in order])).astype(np.float32)
-        box, mask = nonzero_box(data)
+        mask = nonzero_mask(data, fill_holes=True)  # nnU-Net's crop
+        box = mask_box(mask) or tuple(slice(0, n) for n in mask.shape)  # an empty image keeps its extent
+        mask = mask[box]
         data = np.ascontiguousarray(data[(slice(None), *box)])
         cropped = data.shape[1:]
         target = list(plan.spacing) if not plan.is_2d else [spacing[0], *plan.spacing]
         shape = new_shape(cropped, spacing, target)
         for c in range(data.shape[0]):
-            normalise_channel(
+            normalize_channel(
                 data[c],
-                plan.normalization[c],
-                properties=plan.intensity.get(str(c)),
+                channel_normalization(plan, c),
                 mask=mask if plan.use_mask_for_norm[c] else None,
+                statistics="float32",  # nnU-Net's arithmetic, to the bit
             )
         del mask
         kwargs = plan.resample_data
         axis = separate_axis(spacing, target, kwargs.get("force_separate_z"))
         prepared = np.stack(
             [
-                resample_channel(
+                resize_channel(
                     channel, shape, axis=axis, order=kwargs.get("order", 3), order_z=kwargs.get("order_z", 0)
                 )
                 for channel in data
@@ -231,7 +235,7 @@ class NnunetSegmenter(ForeignSegmenter):
         axis = separate_axis(current, new, kwargs.get("force_separate_z"))
 
         def resampled(channel: np.ndarray) -> np.ndarray:
-            return resample_channel(
+            return resize_channel(
                 channel, cropped, axis=axis, order=kwargs.get("order", 1), order_z=kwargs.get("order_z", 0)
             )
 
@@ -271,7 +275,8 @@ def _ras_axes(image: Volume) -> tuple[tuple[int, ...], tuple[bool, ...]]:
 def _nearest(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """``array`` on a grid of ``shape`` spanning the same extent, by nearest voxel centre (no interpolation)."""
     index = [
-        np.minimum(((np.arange(n) + 0.5) * (size / n)).astype(np.int64), size - 1) for n, size in zip(shape, array.shape)
+        np.minimum(((np.arange(n) + 0.5) * (size / n)).astype(np.int64), size - 1)
+        for n, size in zip(shape, array.shape)
     ]
     return array[np.ix_(*index)]
 

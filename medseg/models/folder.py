@@ -150,8 +150,8 @@ def load_model(
         ModelError: a file is missing or damaged, the weights do not match their
             recorded hash, or do not fit the network the pipeline describes.
     """
-    from medseg.models.networks import build_network, fast_cpu_norms
     from medseg.models.devices import resolve_device
+    from medseg.models.networks import build_network, fast_cpu_norms
 
     folder = require_complete_model_folder(folder)
     try:

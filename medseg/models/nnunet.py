@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from medseg.config.schema import Normalization
 from medseg.errors import ModelError
 from medseg.models.info import ModelInfo, read_json
 
@@ -345,3 +346,42 @@ def _find_in_package(name: str) -> Any:
         if found is not None:
             return found
     return None
+
+
+#: nnU-Net's normalisation schemes, as medseg's (:class:`~medseg.config.schema.Normalization`).
+NORMALIZATION_SCHEMES = {
+    "CTNormalization": "ct",
+    "ZScoreNormalization": "zscore",
+    "NoNormalization": "none",
+    "RescaleTo01Normalization": "rescale01",
+    "RGBTo01Normalization": "rgb01",
+}
+
+
+def channel_normalization(plan: NnunetPlan, channel: int) -> Normalization:
+    """Channel ``channel``'s normalisation as the plans describe it, in medseg's terms.
+
+    CT: clipped to the foreground's 0.5/99.5 percentiles, then the foreground mean and std
+    (``foreground_intensity_properties_per_channel``).
+
+    Raises:
+        ModelError: an unknown scheme, or CT normalisation without intensity properties.
+    """
+    name = plan.normalization[channel]
+    scheme = NORMALIZATION_SCHEMES.get(name)
+    if scheme is None:
+        known = ", ".join(NORMALIZATION_SCHEMES)
+        raise ModelError(f"plans.json: normalisation scheme {name!r} is not one medseg knows ({known})")
+    if scheme != "ct":
+        return Normalization(scheme=scheme)
+    properties = plan.intensity.get(str(channel)) or {}
+    if not {"mean", "std", "percentile_00_5", "percentile_99_5"} <= set(properties):
+        raise ModelError("plans.json: CTNormalization without foreground intensity properties")
+    # nnU-Net's numbers as they are: its plans may hold a zero std or an empty clip range, which
+    # medseg's own pipelines refuse (the division then takes nnU-Net's epsilon, as nnU-Net does)
+    return Normalization.model_construct(
+        scheme="ct",
+        clip=(properties["percentile_00_5"], properties["percentile_99_5"]),
+        mean=properties["mean"],
+        std=properties["std"],
+    )

@@ -14,7 +14,13 @@ for augmentation); nothing here reads files except :class:`CaseCache`.
 from medseg.transforms.cache import CACHE_FORMAT, CaseCache, cache_key, file_stamp
 from medseg.transforms.normalize import BODY_HU, body_box, nonzero_box, normalize
 from medseg.transforms.prepare import PreparedCase, class_locations, prepare_case, prepared_spacing
-from medseg.transforms.preprocess import CropToBodyd, CropToNonzerod, NormalizeChannelsd, ResampleToSpacingd, preprocessing
+from medseg.transforms.preprocess import (
+    CropToBodyd,
+    CropToNonzerod,
+    NormalizeChannelsd,
+    ResampleToSpacingd,
+    preprocessing,
+)
 from medseg.transforms.resample import resample, restore_to_source, target_grid
 from medseg.transforms.sampling import PatchSampler, crop_padded
 from medseg.transforms.stream import BatchStream, worker_seed
@@ -38,8 +44,8 @@ __all__ = [
     "nonzero_box",
     "normalize",
     "prepare_case",
-    "preprocessing",
     "prepared_spacing",
+    "preprocessing",
     "resample",
     "restore_to_source",
     "target_grid",

@@ -6,21 +6,23 @@ import numpy as np
 import pytest
 import torch
 
+from medseg.config.schema import Normalization
 from medseg.inference.nnunet import _gaussian, _pad_to, _steps
-from medseg.transforms.nnunet import new_shape, nonzero_box, normalise_channel, resample_channel, separate_axis
+from medseg.transforms.normalize import nonzero_box, nonzero_mask, normalize_channel
+from medseg.transforms.resample import new_shape, resize_channel, separate_axis
 
 pytest.importorskip("nnunetv2")
 
-from nnunetv2.inference.sliding_window_prediction import (  # noqa: E402
+from nnunetv2.inference.sliding_window_prediction import (
     compute_gaussian,
     compute_steps_for_sliding_window,
 )
-from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero  # noqa: E402
-from nnunetv2.preprocessing.normalization.default_normalization_schemes import (  # noqa: E402
+from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
+from nnunetv2.preprocessing.normalization.default_normalization_schemes import (
     CTNormalization,
     ZScoreNormalization,
 )
-from nnunetv2.preprocessing.resampling.default_resampling import (  # noqa: E402
+from nnunetv2.preprocessing.resampling.default_resampling import (
     compute_new_shape,
     determine_do_sep_z_and_axis,
     resample_data_or_seg_to_shape,
@@ -40,7 +42,8 @@ def _image(shape=(14, 40, 33)) -> np.ndarray:
 def test_the_crop_is_nnunets():
     data = _image()[None]
     cropped, seg, bbox = crop_to_nonzero(data.copy())
-    box, mask = nonzero_box(data)
+    box = nonzero_box(data, fill_holes=True)
+    mask = nonzero_mask(data, fill_holes=True)[box]
     assert [(s.start, s.stop) for s in box] == [tuple(b) for b in bbox]
     np.testing.assert_array_equal(mask, seg[0] >= 0)
     np.testing.assert_array_equal(data[(slice(None), *box)], cropped)
@@ -50,19 +53,17 @@ def test_normalisation_is_nnunets():
     image = _image()
     properties = {"mean": 55.0, "std": 210.0, "percentile_00_5": -700.0, "percentile_99_5": 900.0}
     expected = CTNormalization(False, properties).run(image.copy())
-    np.testing.assert_array_equal(
-        normalise_channel(image.copy(), "CTNormalization", properties=properties, mask=None), expected
-    )
-    box, mask = nonzero_box(image[None])
+    ct = Normalization(scheme="ct", clip=(-700.0, 900.0), mean=55.0, std=210.0)
+    np.testing.assert_array_equal(normalize_channel(image.copy(), ct, statistics="float32"), expected)
+    box = nonzero_box(image[None], fill_holes=True)
+    mask = nonzero_mask(image[None], fill_holes=True)[box]
     seg = np.where(mask, 0, -1)
     inner = np.ascontiguousarray(image[box])
     expected = ZScoreNormalization(True, {}).run(inner.copy(), seg)
-    np.testing.assert_allclose(
-        normalise_channel(inner.copy(), "ZScoreNormalization", properties=None, mask=mask),
-        expected,
-        rtol=1e-6,
-        atol=1e-6,
-    )
+    zscore = Normalization(scheme="zscore")
+    np.testing.assert_array_equal(normalize_channel(inner.copy(), zscore, mask=mask, statistics="float32"), expected)
+    expected = ZScoreNormalization(False, {}).run(inner.copy(), seg)
+    np.testing.assert_array_equal(normalize_channel(inner.copy(), zscore, statistics="float32"), expected)
 
 
 @pytest.mark.parametrize(
@@ -85,7 +86,7 @@ def test_resampling_is_nnunets(shape, current, new, order, order_z):
     )
     separate, axis = determine_do_sep_z_and_axis(None, current, new)
     assert separate_axis(current, new) == (axis if separate else None)
-    got = resample_channel(data[0], target, axis=separate_axis(current, new), order=order, order_z=order_z)
+    got = resize_channel(data[0], target, axis=separate_axis(current, new), order=order, order_z=order_z)
     assert got.dtype == expected.dtype and got.shape == expected.shape[1:]
     np.testing.assert_allclose(got, expected[0], rtol=1e-6, atol=1e-6)
 
@@ -95,7 +96,7 @@ def test_float16_scores_resample_to_the_same_float16_values():
     expected = resample_data_or_seg_to_shape(
         scores, (25, 41, 41), (3.0, 1.0, 1.0), (1.2, 0.73, 0.73), order=1, order_z=0, force_separate_z=None
     )
-    got = resample_channel(scores[0], (25, 41, 41), axis=separate_axis((3.0, 1.0, 1.0), (1.2, 0.73, 0.73)), order=1)
+    got = resize_channel(scores[0], (25, 41, 41), axis=separate_axis((3.0, 1.0, 1.0), (1.2, 0.73, 0.73)), order=1)
     assert got.dtype == np.float16
     np.testing.assert_array_equal(got, expected[0])
 

@@ -7,7 +7,13 @@ import pytest
 from monai.transforms import Compose, ScaleIntensityd
 
 from medseg.transforms import prepare_case
-from medseg.transforms.preprocess import CropToBodyd, CropToNonzerod, NormalizeChannelsd, ResampleToSpacingd, preprocessing
+from medseg.transforms.preprocess import (
+    CropToBodyd,
+    CropToNonzerod,
+    NormalizeChannelsd,
+    ResampleToSpacingd,
+    preprocessing,
+)
 from tests.transforms.helpers import CT, make_pipeline, phantom
 
 
