@@ -45,7 +45,7 @@ class Geometry:
             is not a finite, invertible 4x4 affine.
     """
 
-    __slots__ = ("_shape", "_affine", "_frame_of_reference_uid")
+    __slots__ = ("_affine", "_frame_of_reference_uid", "_shape")
 
     def __init__(
         self,

@@ -1,7 +1,7 @@
 """Read and write pipeline YAML, with errors that point at the line.
 
-    training.optimizer.learning_rate: ... -> ``pipe.yaml:14: training.optimizer.learning_rate:
-    Input should be greater than 0 (got -0.01)``
+training.optimizer.learning_rate: ... -> ``pipe.yaml:14: training.optimizer.learning_rate:
+Input should be greater than 0 (got -0.01)``
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from medseg.config.schema import Pipeline
 from medseg.errors import ConfigError
+from medseg.io.files import write_atomically
 
 Comments = Mapping[str, str]  # dotted key path -> comment written above that key
 
@@ -45,7 +46,9 @@ def parse_pipeline(text: str, *, source: str = "<pipeline>") -> Pipeline:
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         raise ConfigError(f"{where}: invalid YAML: {exc.problem}") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: a pipeline is a mapping of keys (name, modality, labels, ...), got {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: a pipeline is a mapping of keys (name, modality, labels, ...), got {type(data).__name__}"
+        )
     try:
         pipeline = Pipeline.model_validate(data)
     except ValidationError as exc:
@@ -85,9 +88,7 @@ def read_comments(text: str) -> tuple[str, dict[str, str]]:
             index -= 1
         if above and line != first:
             comments[".".join(path)] = "\n".join(reversed(above))
-    header = "\n".join(
-        line.strip()[1:].strip() for line in lines[: first - 1] if line.strip().startswith("#")
-    )
+    header = "\n".join(line.strip()[1:].strip() for line in lines[: first - 1] if line.strip().startswith("#"))
     return header, comments
 
 
@@ -95,7 +96,6 @@ def save_pipeline(
     pipeline: Pipeline, path: str | os.PathLike[str], *, comments: Comments | None = None, header: str = ""
 ) -> Path:
     """Write :func:`dump_pipeline`'s YAML to ``path`` atomically."""
-    from medseg.io.files import write_atomically
 
     text = dump_pipeline(pipeline, comments=comments, header=header)
     return write_atomically(path, lambda tmp: tmp.write_text(text))
@@ -120,8 +120,10 @@ def _emit(data: Mapping[str, Any], out: list[str], comments: Comments, *, prefix
 
 def _is_flat(value: dict[str, Any]) -> bool:
     """Small mappings of scalars (e.g. a label) are written on one line."""
-    return len(value) <= 4 and all(not isinstance(v, (dict, list)) or _short_list(v) for v in value.values()) and all(
-        not isinstance(v, dict) for v in value.values()
+    return (
+        len(value) <= 4
+        and all(not isinstance(v, (dict, list)) or _short_list(v) for v in value.values())
+        and all(not isinstance(v, dict) for v in value.values())
     )
 
 
@@ -130,7 +132,12 @@ def _short_list(value: Any) -> bool:
 
 
 def _inline(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000, sort_keys=False).strip().removesuffix("...").strip()
+    return (
+        yaml.safe_dump(value, default_flow_style=True, width=10_000, sort_keys=False)
+        .strip()
+        .removesuffix("...")
+        .strip()
+    )
 
 
 def _key_lines(node: yaml.Node | None, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:

@@ -190,7 +190,7 @@ def _read_dicom_label(dataset: Dataset, found: CaseInspection, reference: Geomet
 
 def _without_path(message: str, path: object) -> str:
     prefix = f"{path}: "
-    return message[len(prefix) :] if message.startswith(prefix) else message
+    return message.removeprefix(prefix)
 
 
 def _read(found: CaseInspection, path: Path | None, what: str) -> Volume | None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from medseg.errors import DatasetError, InputError
+from medseg.errors import DatasetError
 from medseg.io.labels import LabelTable
 
 Layout = Literal["nnunet", "msd", "list", "dicom"]

@@ -34,6 +34,7 @@ from medseg.errors import ModelError
 from medseg.inference.engine import InferenceSettings
 from medseg.inference.foreign import ForeignSegmenter
 from medseg.inference.window import Progress
+from medseg.io import write_nifti
 from medseg.models.info import ModelInfo
 from medseg.volume import Volume
 
@@ -103,7 +104,7 @@ class BundleSegmenter(ForeignSegmenter):
         parser = ConfigParser()
         try:
             parser.read_config(str(self.config_path))
-        except Exception as exc:  # noqa: BLE001 - JSON and YAML parsers raise their own types
+        except Exception as exc:
             raise ModelError(f"bundle {self.info.path}: {self.config_path.name} is unreadable ({exc})") from exc
         parser["bundle_root"] = str(self.root)
         parser["device"] = f"$torch.device('{self.device}')"
@@ -118,7 +119,7 @@ class BundleSegmenter(ForeignSegmenter):
             raise ModelError(f"bundle {self.info.path}: {self.config_path.name} has no '{key}', which medseg runs")
         try:
             return self._parser.get_parsed_content(key)
-        except Exception as exc:  # noqa: BLE001 - MONAI wraps what a config's code raises in several types
+        except Exception as exc:
             raise ModelError(f"bundle {self.info.path}: {_config_problem(exc, key, self.config_path.name)}") from exc
 
     def _optional(self, key: str, default: Any) -> Any:
@@ -144,7 +145,6 @@ class BundleSegmenter(ForeignSegmenter):
     # -- inference ----------------------------------------------------------------------------------
 
     def _predict(self, image: Volume, progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
-        from medseg.io import write_nifti
 
         if progress is not None:
             progress(0, 1)
@@ -226,7 +226,7 @@ def load_weights(network: torch.nn.Module, path: Path) -> None:
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises several types for damaged or foreign files
+    except Exception as exc:
         raise ModelError(f"{path}: not a readable state dict ({type(exc).__name__}: {exc})") from exc
     if isinstance(state, dict):
         for key in ("model", "state_dict"):

@@ -46,6 +46,8 @@ from medseg.geometry import Geometry
 from medseg.inference.guardrails import ModelFacts
 from medseg.inference.postprocess import postprocess
 from medseg.inference.window import Progress, ScoreBand, SlidingWindow, cpu_window_batch
+from medseg.models.devices import resolve_device
+from medseg.models.folder import MODEL_FINGERPRINT, load_model, model_folder
 from medseg.orientation import to_canonical
 from medseg.transforms.prepare import prepare_case
 from medseg.transforms.resample import index_mapping, resample
@@ -134,7 +136,6 @@ class Segmenter:
         metadata: dict[str, Any] | None = None,
         fingerprint: dict[str, Any] | None = None,
     ) -> None:
-        from medseg.models.devices import resolve_device
 
         self.device = resolve_device(device)
         self.network = network.to(self.device).eval()
@@ -168,7 +169,6 @@ class Segmenter:
             ModelError: the folder is missing, incomplete or damaged.
             ConfigError: an unknown device, or CUDA asked for without a GPU.
         """
-        from medseg.models.folder import MODEL_FINGERPRINT, load_model, model_folder
 
         network, pipeline, metadata = load_model(model_dir, device=device)
         fingerprint = None

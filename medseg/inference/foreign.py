@@ -22,6 +22,7 @@ from medseg.inference.engine import InferenceSettings
 from medseg.inference.guardrails import ModelFacts
 from medseg.inference.window import Progress
 from medseg.io.codes import known_codes
+from medseg.models.devices import resolve_device
 from medseg.models.info import ModelInfo
 from medseg.volume import Segment, Volume, VolumeKind
 
@@ -43,7 +44,6 @@ class ForeignSegmenter:
     fingerprint: dict[str, Any] | None = None
 
     def __init__(self, info: ModelInfo, *, device: str | torch.device = "auto", settings: InferenceSettings) -> None:
-        from medseg.models.devices import resolve_device
 
         self.info = info
         self.device = resolve_device(device)

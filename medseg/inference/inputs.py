@@ -27,8 +27,8 @@ from medseg.errors import ConfigError, InputError
 from medseg.io import image_format
 from medseg.io.dicom import DicomScan, DicomSeries, find_files, scan_files
 from medseg.io.files import safe_name
-from medseg.io.nifti import NIFTI_SUFFIXES
 from medseg.io.itk import ITK_SUFFIXES
+from medseg.io.nifti import NIFTI_SUFFIXES
 
 _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 

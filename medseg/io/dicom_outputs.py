@@ -20,7 +20,6 @@ from pydicom.errors import InvalidDicomError
 from medseg.errors import InputError
 from medseg.volume import Code, Segment, Volume, VolumeKind
 
-
 #: CID 7162 "Surface Processing Algorithm Families": the family of a trained network.
 ARTIFICIAL_INTELLIGENCE: Code = ("123110", "DCM", "Artificial Intelligence")
 #: CID 7150 category and CID 7151 type of a label the model gives no codes for

@@ -23,7 +23,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import RTStructureSetStorage

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from scipy import ndimage
 from pydicom.charset import default_encoding
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 from pydicom.uid import UID, ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
+from scipy import ndimage
 
 from medseg import __version__
 from medseg.errors import GeometryError, InputError

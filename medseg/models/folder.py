@@ -32,6 +32,7 @@ from medseg.config.loading import dump_pipeline, load_pipeline, parse_pipeline
 from medseg.config.schema import Pipeline
 from medseg.errors import ConfigError, ModelError
 from medseg.io.files import write_atomically
+from medseg.models.devices import resolve_device
 
 MODEL_WEIGHTS = "model.pt"
 MODEL_PIPELINE = "pipeline.yaml"
@@ -150,7 +151,6 @@ def load_model(
         ModelError: a file is missing or damaged, the weights do not match their
             recorded hash, or do not fit the network the pipeline describes.
     """
-    from medseg.models.devices import resolve_device
     from medseg.models.networks import build_network, fast_cpu_norms
 
     folder = require_complete_model_folder(folder)

@@ -22,9 +22,9 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
+    UID,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    UID,
 )
 
 from medseg.errors import InputError, PacsError
@@ -454,11 +454,10 @@ def write_received(event: Any, folder: Path) -> Path:
     uid = str(event.request.AffectedSOPInstanceUID)
     path = folder / f"{safe_name(uid, max_length=120)}.dcm"
     data = event.encoded_dataset(include_meta=True)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
     return path
 
 

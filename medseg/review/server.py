@@ -35,6 +35,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from medseg.errors import InputError, MedsegError
+from medseg.io import image_format, read_image
+from medseg.io.dicom import DicomReadOptions, read_dicom
+from medseg.io.nifti import write_nifti
 from medseg.review.batch import Batch, BatchCase
 from medseg.review.decisions import REVIEW_CSV, DecisionBook
 
@@ -123,9 +126,6 @@ class ReviewApp:
             return self._converted[name]
 
     def _convert(self, case: BatchCase, source: Path, target: Path) -> None:
-        from medseg.io import image_format, read_image
-        from medseg.io.dicom import DicomReadOptions, read_dicom
-        from medseg.io.nifti import write_nifti
 
         settings = self.batch.run.get("settings") if isinstance(self.batch.run.get("settings"), dict) else {}
         if image_format(source) is not None:
@@ -184,13 +184,13 @@ class _Handler(BaseHTTPRequestHandler):
     server: ReviewServer
     server_version = "medseg-review"
 
-    def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
+    def do_GET(self) -> None:
         self._answer(self._get)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._answer(self._post)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's signature)
+    def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s %s", self.address_string(), format % args)
 
     def _answer(self, route) -> None:

@@ -36,8 +36,8 @@ import torch
 
 from medseg.config.schema import Pipeline
 from medseg.errors import InputError
-from medseg.models.networks import build_network
 from medseg.models.devices import autocast, grad_scaler
+from medseg.models.networks import build_network
 from medseg.training.best import BestEpoch, ComponentDice
 from medseg.training.budget import TimeLimit, ValidationBudget
 from medseg.training.distributed import Distributed

@@ -25,12 +25,14 @@ from pathlib import Path
 from typing import Literal
 
 from medseg import __version__
+from medseg.datasets.manifest import parse_labels, read_json
 from medseg.errors import InputError, MedsegError
-from medseg.io import IMAGE_SUFFIXES, image_format, read_image, write_image
+from medseg.io import IMAGE_SUFFIXES, image_format, read_dicom, read_image, write_image
 from medseg.io.dicom import DicomReadOptions, DicomScan, DicomSeries, find_files, read_series, scan_files
+from medseg.io.dicom_outputs import AlgorithmIdentity
 from medseg.io.files import safe_name, write_atomically
 from medseg.io.labels import dicom_label_kind, read_label, referenced_series
-from medseg.volume import Volume
+from medseg.volume import Segment, Volume, VolumeKind
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +118,9 @@ def convert(
     if source.is_file() and image_format(source):
         target = output / _image_name(source, options.format) if output.is_dir() else output
         if not image_format(target):
-            raise InputError(f"{output}: name the output file with one of {', '.join(IMAGE_SUFFIXES)}, or give a folder")
+            raise InputError(
+                f"{output}: name the output file with one of {', '.join(IMAGE_SUFFIXES)}, or give a folder"
+            )
         report.results.append(_convert_image(source, target, options))
         return report
     if output.exists() and not output.is_dir():
@@ -137,14 +141,18 @@ def convert(
     for series in found.series:
         if series not in todo:
             report.results.append(
-                ConversionResult(series.frames[0].path, series.describe(), "skipped", None, series.series_uid, "localizer")
+                ConversionResult(
+                    series.frames[0].path, series.describe(), "skipped", None, series.series_uid, "localizer"
+                )
             )
     kinds = {Path(s.path): dicom_label_kind(s.path) for s in found.skipped}
     labels = {path: kind for path, kind in kinds.items() if kind is not None}
     report.skipped_files = [(path, why) for path, why in report.skipped_files if Path(path) not in labels]
     total = len(todo) + len(images) + len(labels)
     for done, series in enumerate(todo, start=1):
-        report.results.append(_convert_series(series, output / (names[id(series)] + OUTPUT_FORMATS[options.format]), options))
+        report.results.append(
+            _convert_series(series, output / (names[id(series)] + OUTPUT_FORMATS[options.format]), options)
+        )
         if progress is not None:
             progress("convert", done, total)
     for done, image in enumerate(images, start=len(todo) + 1):
@@ -246,12 +254,8 @@ def labels_to_dicom(
         InputError: unreadable inputs, a label map off the series' grid, an output that exists,
             or a file that does not read back as the label map.
     """
-    from medseg.datasets.manifest import parse_labels, read_json
-    from medseg.io import read_dicom
-    from medseg.io.dicom_outputs import AlgorithmIdentity
     from medseg.io.rtstruct import read_rtstruct, write_rtstruct
     from medseg.io.seg import check_seg, write_seg
-    from medseg.volume import Segment, VolumeKind
 
     labels, series, output = Path(labels), Path(series), Path(output)
     if kind not in ("seg", "rtstruct"):
@@ -260,9 +264,7 @@ def labels_to_dicom(
         return ConversionResult(str(labels), labels.name, "exists", str(output), None, "kept (use --overwrite)")
     image = read_dicom(series, options=dicom)
     label_map = read_image(labels, kind=VolumeKind.LABEL)
-    image.geometry.require_same_grid(
-        label_map.geometry, tolerance_mm=0.01, what=f"{labels.name} and the series' grid"
-    )
+    image.geometry.require_same_grid(label_map.geometry, tolerance_mm=0.01, what=f"{labels.name} and the series' grid")
     table: dict[int, str] = {}
     if names is not None:
         data = read_json(Path(names))

@@ -33,7 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from medseg.errors import InputError, ModelError
-from medseg.synthetic import PhantomSpec
+from medseg.geometry import Geometry
+from medseg.io import write_nifti
+from medseg.io.dicom.writer import write_dicom_series
+from medseg.io.files import write_atomically
+from medseg.synthetic import PhantomSpec, make_phantom
 
 log = logging.getLogger(__name__)
 
@@ -134,10 +138,6 @@ def write_sample_scan(folder: str | os.PathLike[str], *, seed: int = SAMPLE_SEED
     Returns:
         The paths of the series' folder and of the label map.
     """
-    from medseg.geometry import Geometry
-    from medseg.io import write_nifti
-    from medseg.io.dicom.writer import write_dicom_series
-    from medseg.synthetic import make_phantom
 
     folder = Path(folder)
     spec = SAMPLE_SPEC
@@ -252,7 +252,6 @@ def _run_device(masks: Path) -> str:
 
 
 def _write_summary(demo: DemoResult) -> None:
-    from medseg.io.files import write_atomically
 
     text = json.dumps(demo.summary(), indent=2) + "\n"
     write_atomically(demo.output / "summary.json", lambda tmp: tmp.write_text(text))

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.datasets.manifest import parse_label_table, parse_labels, read_json
 from medseg.errors import ConfigError, InputError, MedsegError
 from medseg.io import image_format, read_image
 from medseg.io.files import atomic_path
@@ -451,7 +452,6 @@ def _resolve(labels: Sequence[int | str], names: Mapping[int, str]) -> list[int]
 def _dataset_labels(references: Path) -> tuple[dict[int, str], LabelTable | None]:
     """Label names, and the label table where it has ``label_names`` or ``label_priority``, from a
     ``dataset.json`` in the reference folder or its parent (nnU-Net, Decathlon, a DICOM tree)."""
-    from medseg.datasets.manifest import parse_label_table, parse_labels, read_json
 
     folder = references if references.is_dir() else references.parent
     for candidate in (folder / "dataset.json", folder.parent / "dataset.json"):

@@ -41,9 +41,11 @@ from typing import Any
 from medseg.errors import ConfigError, MedsegError, PacsError
 from medseg.inference.engine import InferenceSettings, Segmenter
 from medseg.io.files import write_atomically
-from medseg.model_formats import ModelOptions
+from medseg.model_formats import ModelOptions, check_models, is_loaded, load_segmenter
+from medseg.models.devices import resolve_device
 from medseg.pacs.config import PacsSettings, check_ae_title, load_settings, parse_peer
 from medseg.pacs.model import folder_name
+from medseg.workflows.predict import PredictOptions, predict
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +192,6 @@ class Listener:
         from pynetdicom import AE, AllStoragePresentationContexts, evt
         from pynetdicom.sop_class import Verification
 
-        from medseg.model_formats import check_models, is_loaded
         from medseg.pacs.dimse import RECEIVE_TRANSFER_SYNTAXES, set_no_delay
 
         model = self._model
@@ -483,7 +484,6 @@ def forward_peer(value: str | os.PathLike[str], *, calling_ae_title: str) -> Pac
 def default_workers(device: str = "auto") -> int:
     """Series segmented at once by default: one on a GPU (it holds one model's work at a time), else one per
     four CPU cores (each worker's PyTorch then has four threads)."""
-    from medseg.models.devices import resolve_device
 
     if resolve_device(device).type == "cuda":
         return 1
@@ -506,7 +506,6 @@ def _load_worker_model(
     import torch
 
     torch.set_num_threads(threads)
-    from medseg.model_formats import load_segmenter
 
     _WORKER["segmenter"] = load_segmenter(model, device=device, settings=inference, options=model_options)
     _WORKER["device"], _WORKER["inference"] = device, inference
@@ -525,7 +524,6 @@ def _segment_folder(
     inference: InferenceSettings,
 ) -> list[_CaseOutcome]:
     """Segment one received series folder into ``results``; plain data back (it crosses processes)."""
-    from medseg.workflows.predict import PredictOptions, predict
 
     options = PredictOptions(formats=formats, device=device, inference=inference, overwrite=True)
     report = predict([folder], results, model=segmenter, options=options)

@@ -39,6 +39,7 @@ from medseg.io.files import write_atomically
 from medseg.model_formats import ModelOptions, is_loaded, load_segmenter
 from medseg.pacs.client import PacsClient
 from medseg.pacs.model import SeriesInfo, SeriesQuery, folder_name
+from medseg.workflows.predict import FORMATS, PredictOptions, predict
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,6 @@ class SegmentOptions:
     model_options: ModelOptions = field(default_factory=ModelOptions)
 
     def __post_init__(self) -> None:
-        from medseg.workflows.predict import FORMATS
 
         unknown = [f for f in self.formats if f not in FORMATS]
         if unknown:
@@ -145,7 +145,6 @@ def segment_series(
         PacsError: the query itself failed (a failing series is reported, not raised).
         ModelError: the model cannot be loaded.
     """
-    from medseg.workflows.predict import PredictOptions
 
     started = time.monotonic()
     options = options or SegmentOptions()
@@ -156,8 +155,10 @@ def segment_series(
     if not series_list:
         report.seconds = time.monotonic() - started
         return report
-    segmenter = model if is_loaded(model) else load_segmenter(
-        model, device=options.device, settings=options.inference, options=options.model_options
+    segmenter = (
+        model
+        if is_loaded(model)
+        else load_segmenter(model, device=options.device, settings=options.inference, options=options.model_options)
     )
     identity = segmenter.model_identity
     algorithm = AlgorithmIdentity(name=identity["name"], version=identity["version"])
@@ -248,7 +249,6 @@ def _segment_one(
     options: SegmentOptions,
     progress: Progress | None,
 ) -> SeriesResult:
-    from medseg.workflows.predict import predict
 
     name = folder_name(series.series_uid)
     images = work / "images" / name

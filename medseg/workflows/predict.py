@@ -33,6 +33,7 @@ from medseg.errors import ConfigError, InputError, MedsegError
 from medseg.inference.engine import InferenceSettings, Segmenter
 from medseg.inference.guardrails import check_image
 from medseg.inference.inputs import Case, collect_cases, parse_shard, select_shard, shard_from_environment
+from medseg.inference.preview import write_preview
 from medseg.inference.quality import CaseQuality, assess_case, batch_flags
 from medseg.inference.records import (
     environment,
@@ -44,9 +45,10 @@ from medseg.inference.records import (
     record_case,
     record_run,
 )
-from medseg.io import read_image
+from medseg.io import read_image, write_image
 from medseg.io.dicom import DicomReadOptions, read_series
 from medseg.io.files import atomic_path
+from medseg.metrics.statistics import label_statistics, write_statistics
 from medseg.model_formats import ModelOptions, is_loaded, load_segmenter
 from medseg.volume import Volume
 
@@ -92,7 +94,9 @@ class PredictOptions:
     def __post_init__(self) -> None:
         unknown = [f for f in self.formats if f not in FORMATS]
         if unknown or not self.formats:
-            raise ConfigError(f"formats: unknown output format(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)}")
+            raise ConfigError(
+                f"formats: unknown output format(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -181,8 +185,10 @@ def predict(
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
-    segmenter = model if is_loaded(model) else load_segmenter(
-        model, device=options.device, settings=options.inference, options=options.model_options
+    segmenter = (
+        model
+        if is_loaded(model)
+        else load_segmenter(model, device=options.device, settings=options.inference, options=options.model_options)
     )
     found = collect_cases(
         inputs,
@@ -204,7 +210,9 @@ def predict(
     record_run(out, _run_facts(segmenter, options, session_start=now(), cases=len(cases)), key=session)
     for series, reason in found.skipped_series:
         report.results.append(
-            CaseResult(series.describe(), os.path.dirname(series.files[0]), series.series_uid, "skipped", message=reason)
+            CaseResult(
+                series.describe(), os.path.dirname(series.files[0]), series.series_uid, "skipped", message=reason
+            )
         )
     done_before = read_manifest(out)
     for index, case in enumerate(cases, start=1):
@@ -258,7 +266,13 @@ def _run_case(
             message = f"{message}; {before['message']}"
         recorded = tuple(f for f in (before or {}).get("flags", "").split(";") if f)
         return CaseResult(
-            case.name, case.input_path, case.series_uid, "exists", tuple(shown), message=message, recorded_flags=recorded
+            case.name,
+            case.input_path,
+            case.series_uid,
+            "exists",
+            tuple(shown),
+            message=message,
+            recorded_flags=recorded,
         )
     _remove_leftovers(paths.values())
     warnings: list[str] = []
@@ -277,14 +291,23 @@ def _run_case(
         notes: list[str] = list(getattr(segmenter, "last_notes", ()))  # a merge of several models says what it resolved
         if image.source.resampled and any(kind in paths for kind in ("seg", "rtstruct")):
             paths = {kind: path for kind, path in paths.items() if kind not in ("seg", "rtstruct")}
-            notes.append("SEG/RTSTRUCT not written: the series was resampled (irregular slices), so its slices are "
-                         "not the stored instances")
+            notes.append(
+                "SEG/RTSTRUCT not written: the series was resampled (irregular slices), so its slices are "
+                "not the stored instances"
+            )
         seg_check = _write_outputs(image, labels, paths, segmenter, quality)
     except (MedsegError, OSError) as exc:
         message = str(exc)
         log.warning("%s: %s", case.name, message)
         result = CaseResult(
-            case.name, case.input_path, case.series_uid, "failed", (), time.monotonic() - started, message, tuple(warnings)
+            case.name,
+            case.input_path,
+            case.series_uid,
+            "failed",
+            (),
+            time.monotonic() - started,
+            message,
+            tuple(warnings),
         )
         _record(out, case, result, input_hash=None)
         return result
@@ -336,7 +359,6 @@ def _write_outputs(
     image: Volume, labels: Volume, paths: dict[str, Path], segmenter: Segmenter, quality: CaseQuality
 ) -> str:
     """Write every output under a temporary name, then rename them together; returns the SEG self-check."""
-    from medseg.io import write_image
 
     seg_check = ""
     with contextlib.ExitStack() as stack:
@@ -356,8 +378,6 @@ def _write_outputs(
 
             write_rtstruct(labels, tmp["rtstruct"], algorithm=_algorithm(segmenter))
         if "stats_json" in tmp:
-            from medseg.metrics.statistics import label_statistics, write_statistics
-
             signals = quality.to_dict()
             write_statistics(
                 label_statistics(labels, image),
@@ -367,8 +387,6 @@ def _write_outputs(
                 case={"confidence": signals["confidence"], "flags": signals["flags"]},
             )
         if "preview" in tmp:
-            from medseg.inference.preview import write_preview
-
             write_preview(image, labels, tmp["preview"])
     return seg_check
 
@@ -409,10 +427,11 @@ def _record(out: Path, case: Case, result: CaseResult, *, input_hash: str | None
     record_case(out, row, facts)
 
 
-def _run_facts(
-    segmenter: Segmenter, options: PredictOptions, *, session_start: str | None, cases: int
-) -> dict:
-    session: dict = {"shard": None if options.shard is None else f"{options.shard[0]}/{options.shard[1]}", "cases": cases}
+def _run_facts(segmenter: Segmenter, options: PredictOptions, *, session_start: str | None, cases: int) -> dict:
+    session: dict = {
+        "shard": None if options.shard is None else f"{options.shard[0]}/{options.shard[1]}",
+        "cases": cases,
+    }
     if session_start is not None:
         session["started"] = session_start
     settings = segmenter.effective_settings

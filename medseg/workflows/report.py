@@ -78,7 +78,6 @@ def write_report(
     return ReportResult(path, batch.counts(), tuple(warnings))
 
 
-
 def _label_names(batch: Batch) -> dict[int, str]:
     """Label number -> name, for references that name no labels (a NIfTI mask has no segment table):
     from a case's ``.stats.json`` (number and name), else the order of the batch's volumes (label order)."""

@@ -20,6 +20,7 @@ from medseg.config.loading import dump_pipeline, load_pipeline, parse_pipeline
 from medseg.config.schema import Pipeline
 from medseg.datasets import Dataset, check_dataset, infer_labels, open_dataset, require_valid
 from medseg.errors import ConfigError
+from medseg.planning import fingerprint_path, plan_dataset
 from medseg.training.state import Checkpoint
 from medseg.transforms.steps import check_augmentation
 
@@ -74,8 +75,6 @@ def resolve_pipeline(
             dataset = open_dataset(dataset_path)
             fingerprint = _read_fingerprint(run_dir / "fingerprint.json")
         else:
-            from medseg.planning import plan_dataset
-
             plan = plan_dataset(dataset_path, epochs=epochs, device=device, progress=progress)
             chosen, dataset = plan.pipeline, plan.dataset
             text = dump_pipeline(chosen, comments=plan.comments, header=plan.header)
@@ -84,8 +83,6 @@ def resolve_pipeline(
         if isinstance(pipeline, Pipeline):
             chosen, text = pipeline, dump_pipeline(pipeline)
         else:
-            from medseg.planning import fingerprint_path
-
             chosen, text = load_pipeline(pipeline), Path(pipeline).read_text()
             fingerprint = _read_fingerprint(fingerprint_path(pipeline))  # written there by `medseg plan -o`
         check_augmentation(chosen)  # a misspelled step is refused now, with its line, not at the first batch

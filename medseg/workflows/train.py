@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 from medseg.config.loading import dump_pipeline, read_comments
 from medseg.config.schema import Pipeline
+from medseg.datasets import load_case
 from medseg.errors import ConfigError
 from medseg.io.files import write_atomically
 from medseg.models.devices import compute_settings
@@ -57,6 +58,7 @@ from medseg.training.records import RunRecords
 from medseg.training.splits import Fold, FoldCases, load_or_make_splits, select_fold
 from medseg.training.state import Checkpoint, load_checkpoint
 from medseg.training.validation import largest_component_labels
+from medseg.transforms.cache import CaseCache, file_stamp
 from medseg.transforms.prepare import PreparedCase
 from medseg.workflows.resolve import ResolvedPipeline, resolve_pipeline
 
@@ -136,7 +138,7 @@ class TrainingResult:
 def train(
     dataset_path: str | os.PathLike[str],
     output: str | os.PathLike[str],
-    options: TrainOptions = TrainOptions(),
+    options: TrainOptions | None = None,
     *,
     progress: Progress | None = None,
     on_epoch: EpochCallback | None = None,
@@ -147,7 +149,8 @@ def train(
     Args:
         dataset_path: an nnU-Net v2 or Decathlon folder, or a CSV/JSON list (see ``medseg.datasets``).
         output: the run folder; created if absent. Without ``options.resume`` it must not hold a run.
-        options: the pipeline, epochs, time limit, fold, device and resume (:class:`TrainOptions`).
+        options: the pipeline, epochs, time limit, fold, device and resume (:class:`TrainOptions`; default: its
+            defaults, i.e. a planned pipeline, fold 0, the device chosen automatically).
         progress: ``(stage, done, total)``: stages ``check``, ``fingerprint``, ``prepare`` (per
             case), ``epoch`` (epochs finished of the budget), ``train`` (per step of the epoch)
             and ``validate`` (per validation case).
@@ -163,6 +166,7 @@ def train(
         ModelError: a damaged checkpoint.
     """
     started = time.monotonic()
+    options = options or TrainOptions()
     limit = options.time_limit_minutes
     deadline = None if limit is None else started + limit * 60.0
     run_dir = Path(output)
@@ -487,7 +491,6 @@ def _note_start(
 
 
 def _loaders(resolved: ResolvedPipeline, chosen: FoldCases) -> dict[str, Any]:
-    from medseg.datasets import load_case
 
     dataset = resolved.dataset
     return {
@@ -496,11 +499,8 @@ def _loaders(resolved: ResolvedPipeline, chosen: FoldCases) -> dict[str, Any]:
     }
 
 
-def _prepare(
-    run_dir: Path, resolved: ResolvedPipeline, chosen: FoldCases, progress: Progress | None
-) -> dict[str, str]:
+def _prepare(run_dir: Path, resolved: ResolvedPipeline, chosen: FoldCases, progress: Progress | None) -> dict[str, str]:
     """Fill the cache with the fold's cases (those not cached, or whose files changed); returns their stamps."""
-    from medseg.transforms.cache import CaseCache, file_stamp
 
     dataset = resolved.dataset
     loaders = _loaders(resolved, chosen)
@@ -519,7 +519,6 @@ def _open_cases(
     run_dir: Path, resolved: ResolvedPipeline, chosen: FoldCases, stamps: Mapping[str, str]
 ) -> tuple[list[PreparedCase], list[PreparedCase]]:
     """The training and validation cases, memory-mapped from the cache (prepared here if missing)."""
-    from medseg.transforms.cache import CaseCache
 
     cache = CaseCache(run_dir / CACHE_DIR, resolved.pipeline)
     loaders = _loaders(resolved, chosen)

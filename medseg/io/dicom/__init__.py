@@ -13,9 +13,9 @@ __all__ = [
     "Problem",
     "SeriesHeader",
     "SkippedFile",
+    "find_files",
     "read_dicom",
     "read_series",
-    "find_files",
     "scan",
     "scan_files",
 ]

@@ -20,8 +20,8 @@ import numpy as np
 from medseg.errors import InputError
 from medseg.geometry import Geometry
 from medseg.io.dicom.headers import Frame, SeriesHeader, SkippedFile, read_frames
-from medseg.parallel import default_workers, ordered_map
 from medseg.io.dicom.stack import MISSING_UID, Problem, StackLayout, analyze_stack
+from medseg.parallel import default_workers, ordered_map
 
 ProgressCallback = Callable[[int, int], None]
 
