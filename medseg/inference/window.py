@@ -32,6 +32,7 @@ import torch
 from monai.data.utils import compute_importance_map, dense_patch_slices
 
 from medseg.errors import ConfigError, ModelError
+from medseg.models.devices import autocast
 
 Progress = Callable[[int, int], None]
 
@@ -178,7 +179,6 @@ class SlidingWindow:
             raise ConfigError(f"mirror axes {list(mirror_axes)} name an axis beyond the network's {dimensions}")
         if not 0.0 <= overlap < 1.0:
             raise ConfigError(f"inference overlap must be at least 0 and below 1, got {overlap}")
-        from medseg.models.devices import autocast  # here: medseg.training imports this module
 
         self._autocast = autocast
         self.network = network

@@ -29,7 +29,9 @@ from pydicom.uid import RTStructureSetStorage
 
 from medseg.errors import ConfigError, GeometryError, InputError
 from medseg.geometry import Geometry
+from medseg.io import image_format, read_image
 from medseg.io.canvas import Painted
+from medseg.io.dicom.discovery import find_files
 from medseg.volume import Segment, Volume, VolumeKind
 
 #: SOP Class UIDs of DICOM Segmentation Storage and Label Map Segmentation Storage (a LABELMAP SEG).
@@ -186,7 +188,6 @@ def referenced_series(path: str | os.PathLike[str]) -> list[str]:
 
 def find_dicom_labels(folder: str | os.PathLike[str]) -> list[Path]:
     """The SEG and RTSTRUCT files under ``folder`` (or ``folder`` itself, a file), sorted."""
-    from medseg.io.dicom.discovery import find_files
 
     return [Path(p) for p in find_files(folder) if dicom_label_kind(p) is not None]
 
@@ -215,7 +216,6 @@ def read_label(
         GeometryError: contours or frames off the grid, another frame of reference, or
             overlapping ROIs of different labels without a priority.
     """
-    from medseg.io import image_format, read_image
 
     path = Path(path)
     if image_format(path) is not None:

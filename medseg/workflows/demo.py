@@ -37,6 +37,7 @@ from medseg.geometry import Geometry
 from medseg.io import write_nifti
 from medseg.io.dicom.writer import write_dicom_series
 from medseg.io.files import write_atomically
+from medseg.models.bundled import bundled_model_path
 from medseg.synthetic import PhantomSpec, make_phantom
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,6 @@ def run_demo(
         InputError: ``output`` is a file, or a folder holding other things than a demo's.
         ModelError: the model cannot be loaded, or the sample scan could not be segmented.
     """
-    from medseg.models.bundled import bundled_model_path
     from medseg.workflows.evaluate import evaluate, write_evaluation
     from medseg.workflows.predict import PredictOptions, predict
 
