@@ -175,17 +175,8 @@ def train(
         if not group.is_main:
             progress = on_epoch = None  # bars and epoch lines come from rank 0 only
         processes = group.describe()
-        begin = _Begin(
-            run_dir,
-            dataset_path,
-            options.pipeline,
-            options.epochs,
-            options.fold,
-            options.resume,
-            progress,
-            target,
-            processes,
-        )
+        begin = _Begin(run_dir, dataset_path, options.pipeline, options.epochs, options.fold, options.resume,
+                       progress, target, processes)  # fmt: skip
         started_run = group.run_on_main(functools.partial(_start_run, begin, held))
         if group.is_main:
             checkpoint, records = begin.checkpoint, begin.records
@@ -216,21 +207,7 @@ def train(
             if records is not None:
                 records.close()
 
-        exported, exported_text, chosen_note = _with_chosen_postprocessing(resolved, outcome)
-        if records is not None and chosen_note:
-            records.note(chosen_note)
-
-        def export() -> Path:
-            return export_model_folder(
-                run_dir / MODEL_DIR,
-                weights=outcome.best_weights,
-                pipeline=exported,
-                pipeline_yaml=exported_text,
-                fingerprint=resolved.fingerprint,
-                metadata=_model_facts(resolved, chosen, outcome, target, group),
-            )
-
-        model_dir = group.run_on_main(export)
+        model_dir = _export(run_dir, resolved, chosen, outcome, group, records)
         seconds = time.monotonic() - started
         if records is not None:
             dice = "no validation" if math.isnan(outcome.best_dice) else f"mean Dice {outcome.best_dice:.4f}"
@@ -248,6 +225,32 @@ def train(
         stopped=outcome.stopped,
         seconds=seconds,
     )
+
+
+def _export(
+    run_dir: Path,
+    resolved: ResolvedPipeline,
+    chosen: FoldCases,
+    outcome: LoopOutcome,
+    group: Distributed,
+    records: RunRecords | None,
+) -> Path:
+    """The model folder of the best epoch (written by rank 0), with the post-processing chosen on validation."""
+    exported, exported_text, chosen_note = _with_chosen_postprocessing(resolved, outcome)
+    if records is not None and chosen_note:
+        records.note(chosen_note)
+
+    def export() -> Path:
+        return export_model_folder(
+            run_dir / MODEL_DIR,
+            weights=outcome.best_weights,
+            pipeline=exported,
+            pipeline_yaml=exported_text,
+            fingerprint=resolved.fingerprint,
+            metadata=_model_facts(resolved, chosen, outcome, group.device, group),
+        )
+
+    return group.run_on_main(export)
 
 
 def _with_chosen_postprocessing(resolved: ResolvedPipeline, outcome: LoopOutcome) -> tuple[Pipeline, str, str]:

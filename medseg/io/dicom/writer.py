@@ -71,13 +71,7 @@ def write_dicom_series(
     if volume.num_channels != 1:
         raise InputError(f"a DICOM series holds one channel, the volume has {volume.num_channels}")
     values = volume.channel(0)
-    if not np.issubdtype(values.dtype, np.integer) and not np.array_equal(values, np.round(values)):
-        raise InputError("this writer stores integral values only (e.g. HU); round the volume first")
-    lo, hi = int(values.min()), int(values.max())
-    intercept = -1024 if modality == "CT" and lo >= -1024 and hi - (-1024) <= 65535 else 0
-    signed = lo - intercept < 0
-    if signed and not (-32768 <= lo and hi <= 32767) or not signed and hi - intercept > 65535:
-        raise InputError(f"values {lo}..{hi} do not fit 16-bit DICOM pixel data")
+    intercept, signed = _encoding(values, modality)
     stored_dtype = np.int16 if signed else np.uint16
 
     geometry = volume.geometry
@@ -153,6 +147,22 @@ def write_dicom_series(
         path = folder / names[k]
         paths.append(write_atomically(path, lambda tmp, ds=ds: ds.save_as(tmp, enforce_file_format=True)))
     return paths
+
+
+def _encoding(values: np.ndarray, modality: str) -> tuple[int, bool]:
+    """The rescale intercept and signedness that store ``values`` exactly in 16 bits.
+
+    Raises:
+        InputError: non-integral values, or values no 16-bit encoding holds.
+    """
+    if not np.issubdtype(values.dtype, np.integer) and not np.array_equal(values, np.round(values)):
+        raise InputError("this writer stores integral values only (e.g. HU); round the volume first")
+    lo, hi = int(values.min()), int(values.max())
+    intercept = -1024 if modality == "CT" and lo >= -1024 and hi - (-1024) <= 65535 else 0
+    signed = lo - intercept < 0
+    if signed and not (-32768 <= lo and hi <= 32767) or not signed and hi - intercept > 65535:
+        raise InputError(f"values {lo}..{hi} do not fit 16-bit DICOM pixel data")
+    return intercept, signed
 
 
 def _ds(value: float) -> str:
