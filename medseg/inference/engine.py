@@ -28,7 +28,6 @@ Dice cost is small (``docs/inference.md``); :class:`InferenceSettings` overrides
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -47,7 +46,7 @@ from medseg.inference.guardrails import ModelFacts
 from medseg.inference.postprocess import postprocess
 from medseg.inference.window import Progress, ScoreBand, SlidingWindow, cpu_window_batch
 from medseg.models.devices import resolve_device
-from medseg.models.folder import MODEL_FINGERPRINT, load_model, model_folder
+from medseg.models.folder import open_model
 from medseg.orientation import to_canonical
 from medseg.transforms.prepare import prepare_case
 from medseg.transforms.resample import index_mapping, resample
@@ -163,22 +162,22 @@ class Segmenter:
         device: str | torch.device = "auto",
         settings: InferenceSettings = InferenceSettings(),
     ) -> Segmenter:
-        """Load a model folder (:func:`~medseg.models.folder.load_model`) once.
+        """Load a model folder (:func:`~medseg.models.folder.open_model`) once.
 
         Raises:
             ModelError: the folder is missing, incomplete or damaged.
             ConfigError: an unknown device, or CUDA asked for without a GPU.
         """
 
-        network, pipeline, metadata = load_model(model_dir, device=device)
-        fingerprint = None
-        path = model_folder(model_dir) / MODEL_FINGERPRINT
-        if path.is_file():
-            try:
-                fingerprint = json.loads(path.read_text())
-            except (OSError, ValueError):
-                log.warning("%s: unreadable; going on without the training fingerprint", path)
-        return cls(network, pipeline, device=device, settings=settings, metadata=metadata, fingerprint=fingerprint)
+        opened = open_model(model_dir, device=device)
+        return cls(
+            opened.network,
+            opened.pipeline,
+            device=device,
+            settings=settings,
+            metadata=opened.metadata,
+            fingerprint=opened.fingerprint,
+        )
 
     @property
     def effective_settings(self) -> InferenceSettings:

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pickle
 import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,8 @@ MODEL_LABELS = "labels.json"
 MODEL_FINGERPRINT = "fingerprint.json"
 MODEL_METADATA = "model.json"
 MODEL_FORMAT = 1
+
+log = logging.getLogger(__name__)
 
 
 def export_model_folder(
@@ -185,6 +189,33 @@ def load_model(
     if target.type == "cpu" and pipeline.network.dimensions == 2:  # measured: 7-9% faster in 2D, 4% slower in 3D
         fast_cpu_norms(network)
     return network.to(target).eval(), pipeline, metadata
+
+
+@dataclass(frozen=True)
+class OpenedModel:
+    """A loaded model folder: the network, its pipeline, ``model.json``, and the training fingerprint if kept."""
+
+    network: torch.nn.Module
+    pipeline: Pipeline
+    metadata: dict[str, Any]
+    fingerprint: dict[str, Any] | None
+
+
+def open_model(folder: str | os.PathLike[str], device: str | torch.device = "cpu") -> OpenedModel:
+    """:func:`load_model`, and the training fingerprint beside the weights (None when absent or unreadable).
+
+    Raises:
+        ModelError: as :func:`load_model`.
+    """
+    network, pipeline, metadata = load_model(folder, device)
+    fingerprint = None
+    path = model_folder(folder) / MODEL_FINGERPRINT
+    if path.is_file():
+        try:
+            fingerprint = json.loads(path.read_text())
+        except (OSError, ValueError):
+            log.warning("%s: unreadable; going on without the training fingerprint", path)
+    return OpenedModel(network, pipeline, metadata, fingerprint)
 
 
 def label_table(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
