@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 #: The file that makes a folder a medseg model (``medseg.models.folder.MODEL_METADATA``, which loads torch).
 MODEL_METADATA = "model.json"
+#: The files by which a folder is recognised as a medseg model folder, complete or not.
+MODEL_FILES = (MODEL_METADATA, "pipeline.yaml", "model.pt")
 #: What ``medseg model`` shows of a model's training facts (``model.json``).
 SOURCE_KEYS = ("dataset", "created", "trained_by", "fold", "best_dice", "epochs_run")
 
@@ -29,12 +31,15 @@ class MedsegFormat:
     expects = "a medseg model folder (model.json, pipeline.yaml, model.pt) or the RUN_DIR of medseg train"
 
     def detect(self, path: Path) -> bool:
-        """``model.json`` in ``path`` or in ``path/model``."""
-        return (path / MODEL_METADATA).is_file() or (path / "model" / MODEL_METADATA).is_file()
+        """Any of a model folder's files (``model.json``, ``pipeline.yaml``, ``model.pt``) in ``path`` or ``path/model``.
+
+        A folder holding some of them is an incomplete medseg model, and :meth:`check` names what it lacks.
+        """
+        return any((folder / name).is_file() for folder in (path, path / "model") for name in MODEL_FILES)
 
     def describe(self, path: Path, options: ModelOptions) -> ModelInfo:
         """The pipeline's labels, channels, spacing and patch, and the facts ``model.json`` records."""
-        folder = path if (path / MODEL_METADATA).is_file() else path / "model"
+        folder = path if any((path / name).is_file() for name in MODEL_FILES) else path / "model"
         metadata = read_json(folder / MODEL_METADATA)
         try:
             pipeline = load_pipeline(folder / "pipeline.yaml")

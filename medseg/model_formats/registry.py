@@ -82,7 +82,10 @@ def format_of(path: ModelPath) -> ModelFormat:
     """
     path = Path(path)
     if not path.exists():
-        raise ModelError(f"{path}: no model there (a model folder, a training RUN_DIR, an nnU-Net or MONAI model)")
+        raise ModelError(
+            f"{path}: no model folder there (a model folder, or the training run's RUN_DIR holding one; an nnU-Net "
+            "or MONAI model)"
+        )
     for model_format in formats():
         if model_format.detect(path):
             return model_format

@@ -100,6 +100,6 @@ def test_a_batch_with_a_failed_case_is_4_and_the_rest_is_done(tmp_path):
     (inputs / "broken.nii.gz").write_bytes(b"not a NIfTI file")
     out = tmp_path / "out"
     assert main(["-q", "predict", "--model", "bundled", str(inputs), "-o", str(out), "--device", "cpu"]) == 4
-    assert len(list(out.glob("*.nii.gz"))) == 1
+    assert [p.name for p in out.rglob("*.nii.gz")] == ["good.nii.gz"]
     assert main(["-q", "convert", str(inputs), str(tmp_path / "converted")]) == 4
-    assert len(list((tmp_path / "converted").glob("*.nii.gz"))) == 1
+    assert len(list((tmp_path / "converted").rglob("*.nii.gz"))) == 1

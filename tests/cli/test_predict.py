@@ -59,6 +59,11 @@ def test_a_missing_model_or_input_is_one_line(nifti_inputs, tmp_path, capsys):
     assert main(["predict", "--model", str(tmp_path / "nope"), str(nifti_inputs), "--output", str(tmp_path / "o")]) == 2
     assert "no model folder" in capsys.readouterr().err  # a model error, as an incomplete folder is
     assert main(["predict", "--model", str(tmp_path), str(nifti_inputs), "--output", str(tmp_path / "o")]) == 2
+    assert "not a model medseg knows: expected a medseg model folder" in capsys.readouterr().err
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "pipeline.yaml").write_text("version: 1\n")
+    assert main(["predict", "--model", str(partial), str(nifti_inputs), "--output", str(tmp_path / "o")]) == 2
     assert "not a complete model folder" in capsys.readouterr().err
     assert main(["predict", "--model", str(tmp_path), str(tmp_path / "missing"), "--output", str(tmp_path / "o")]) == 2
     assert "no such file" in capsys.readouterr().err

@@ -72,7 +72,7 @@ def test_the_terminal_shows_the_flags(batch, capsys, tmp_path):
 
 
 def test_the_report_shows_those_three_flagged_and_no_other(batch, tmp_path):
-    from tests.review.test_report import embedded
+    from tests.workflows.test_report import embedded
 
     cases, out, _ = batch
     assert main(["report", str(out), "-o", str(tmp_path / "report.html")]) == 0

@@ -144,7 +144,7 @@ def test_bad_models_are_one_line(tmp_path, nnunet):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="not a model medseg knows: expected a medseg model folder"):
         describe_model(tmp_path / "empty")
-    with pytest.raises(ModelError, match="no model there"):
+    with pytest.raises(ModelError, match="no model folder there"):
         describe_model(tmp_path / "nothing")
     (nnunet / "fold_0" / "checkpoint_final.pth").unlink()
     with pytest.raises(ModelError, match=r"without any fold_\*/checkpoint_final.pth"):
