@@ -72,7 +72,7 @@ def test_folds_are_averaged_and_a_missing_fold_is_one_line(nnunet_model, tmp_pat
         ["predict", str(nnunet_model.inputs), "--model", str(model), "--folds", "0,3", "-o", str(tmp_path / "o")]
     )
     err = capsys.readouterr().err
-    assert code == 1 and err.count("\n") == 1 and "no fold 3 with checkpoint_final.pth (folds present: 0, 1)" in err
+    assert code == 2 and err.count("\n") == 1 and "no fold 3 with checkpoint_final.pth (folds present: 0, 1)" in err
 
 
 def test_a_dicom_series_through_predict_gives_nnunets_labels_and_a_seg(nnunet_model, tmp_path):

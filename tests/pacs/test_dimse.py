@@ -106,6 +106,6 @@ def test_pushing_a_file_that_is_not_dicom_names_it(orthanc, tmp_path):
     bad.write_text("not dicom")
     port = str(orthanc.dicom_port)
     result = run_cli("pacs", "push", "--ae-title", ORTHANC_AET, "--host", "127.0.0.1", "--port", port, str(bad))
-    assert result.returncode == 4  # the batch went through; this file was not sent
+    assert result.returncode == 2  # not DICOM: an input error, named
     (line,) = result.stderr.strip().splitlines()
     assert str(bad) in line and "not a readable DICOM file" in line

@@ -18,7 +18,7 @@ from medseg.io.dicom import read_series, scan
 from medseg.models.bundled import BUNDLED_FILES, bundled_model_path
 from medseg.workflows.demo import MIN_DICE, SAMPLE_NAME, run_demo
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "sample_data" / "ct_phantom"
 DCIODVFY = shutil.which("dciodvfy")
 
