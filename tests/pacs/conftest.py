@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pydicom
 import pytest
 
 from tests import factories
@@ -207,6 +208,21 @@ def ct_study(folder: Path, *, series: int = 2, seed: int = 7) -> list[list[Path]
             )
         )
     return out
+
+
+def c_store(paths, port: int, *, calling: str = "MODALITY", called: str = LISTENER_AET) -> list[int]:
+    """Send files with plain pynetdicom, as a modality would; returns the statuses."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage
+
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", port, ae_title=called)
+    assert assoc.is_established
+    try:
+        return [int(assoc.send_c_store(pydicom.dcmread(p)).Status) for p in paths]
+    finally:
+        assoc.release()
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -18,7 +18,7 @@ import pydicom
 import pytest
 
 from medseg.pacs.model import folder_name
-from tests.pacs.conftest import LISTENER_AET, ORTHANC_AET, TEST_AET, ct_study, free_port, run_cli
+from tests.pacs.conftest import LISTENER_AET, ORTHANC_AET, TEST_AET, c_store, ct_study, free_port, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -58,21 +58,6 @@ def _wait_for_port(port: int, process: subprocess.Popen, log: str, timeout: floa
                 return
         time.sleep(0.2)
     pytest.fail(f"medseg listen did not open port {port}: {Path(log).read_text()[-2000:]}")
-
-
-def c_store(paths, port: int, *, calling: str = "MODALITY", called: str = LISTENER_AET) -> list[int]:
-    """Send files with plain pynetdicom, as a modality would; returns the statuses."""
-    from pynetdicom import AE
-    from pynetdicom.sop_class import CTImageStorage
-
-    ae = AE(ae_title=calling)
-    ae.add_requested_context(CTImageStorage)
-    assoc = ae.associate("127.0.0.1", port, ae_title=called)
-    assert assoc.is_established
-    try:
-        return [int(assoc.send_c_store(pydicom.dcmread(p)).Status) for p in paths]
-    finally:
-        assoc.release()
 
 
 def c_move(orthanc, study_uid: str, series_uid: str, destination: str) -> int:

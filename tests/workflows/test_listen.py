@@ -12,7 +12,7 @@ import pydicom
 import pytest
 
 from medseg.workflows.listen import Listener, ListenerOptions, forward_peer
-from tests.pacs.conftest import ct_study
+from tests.pacs.conftest import c_store, ct_study
 
 SENDER, LISTENER, PACS = "MODALITY", "MEDSEG-NODE", "PACS"
 
@@ -37,20 +37,6 @@ def pacs():
         server.shutdown()
 
 
-def send(paths, port: int) -> list[int]:
-    from pynetdicom import AE
-    from pynetdicom.sop_class import CTImageStorage
-
-    ae = AE(ae_title=SENDER)
-    ae.add_requested_context(CTImageStorage)
-    assoc = ae.associate("127.0.0.1", port, ae_title=LISTENER)
-    assert assoc.is_established
-    try:
-        return [int(assoc.send_c_store(pydicom.dcmread(p)).Status) for p in paths]
-    finally:
-        assoc.release()
-
-
 def test_a_received_series_is_segmented_and_its_seg_forwarded(trained_model, pacs, tmp_path):
     port, received = pacs
     (series,) = ct_study(tmp_path / "study", series=1)
@@ -67,7 +53,7 @@ def test_a_received_series_is_segmented_and_its_seg_forwarded(trained_model, pac
     )
     listener = Listener(options, model=trained_model, on_event=lambda event, uid, message: events.append((event, uid)))
     with listener:
-        assert set(send(series, listener.port)) == {0x0000}
+        assert set(c_store(series, listener.port, calling=SENDER, called=LISTENER)) == {0x0000}
         deadline = time.monotonic() + 120
         while not received and time.monotonic() < deadline:
             time.sleep(0.2)
