@@ -22,7 +22,7 @@ __all__ = ["InferenceSettings", "Segmenter", "segments_of"]
 def __getattr__(name: str) -> Any:
     # Lazy: importing medseg.inference (e.g. for the CLI's argument parsing) does not load torch and MONAI.
     if name in __all__:
-        from medseg.inference import engine
+        from medseg.inference import engine  # torch and MONAI: on first use
 
         return getattr(engine, name)
     raise AttributeError(f"module 'medseg.inference' has no attribute {name!r}")

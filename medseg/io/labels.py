@@ -239,7 +239,7 @@ def read_label(
 def _read_rtstruct(
     path: Path, reference: Geometry | None, table: LabelTable | None, series_uid: str | None
 ) -> LabelReading:
-    from medseg.io.rtstruct import load_rtstruct, paint_rtstruct, read_rtstruct
+    from medseg.io.rtstruct import load_rtstruct, paint_rtstruct, read_rtstruct  # highdicom: loaded for RTSTRUCT only
 
     if reference is None:
         raise InputError(f"{path}: an RTSTRUCT holds contours, not voxels; give the image series it was drawn on")
@@ -256,7 +256,7 @@ def _read_rtstruct(
 
 
 def _read_seg(path: Path, reference: Geometry | None, table: LabelTable | None, series_uid: str | None) -> LabelReading:
-    from medseg.io.seg import load_seg, paint_seg, read_seg, seg_grid
+    from medseg.io.seg import load_seg, paint_seg, read_seg, seg_grid  # highdicom: loaded for SEG only
 
     seg = load_seg(path)
     referenced = [str(s.SeriesInstanceUID) for s in seg.get("ReferencedSeriesSequence") or []]

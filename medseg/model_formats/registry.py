@@ -140,7 +140,7 @@ def load_segmenter(
     if not paths:
         raise ModelError("no model given")
     if len(paths) > 1:
-        from medseg.inference.merge import MergedSegmenter
+        from medseg.inference.merge import MergedSegmenter  # torch: loaded with the models
 
         return MergedSegmenter([load_segmenter(p, device=device, settings=settings, options=options) for p in paths])
     path = Path(paths[0])

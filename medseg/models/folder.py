@@ -155,7 +155,7 @@ def load_model(
         ModelError: a file is missing or damaged, the weights do not match their
             recorded hash, or do not fit the network the pipeline describes.
     """
-    from medseg.models.networks import build_network, fast_cpu_norms
+    from medseg.models.networks import build_network, fast_cpu_norms  # MONAI: loaded when a network is built
 
     folder = require_complete_model_folder(folder)
     try:

@@ -51,9 +51,9 @@ def connect(settings: PacsSettings) -> PacsClient:
             series = pacs.find_series(SeriesQuery(modality="CT", study_date="20240101-"))
     """
     if settings.protocol == "dicomweb":
-        from medseg.pacs.dicomweb import DicomWebClient
+        from medseg.pacs.dicomweb import DicomWebClient  # dicomweb-client: loaded for DICOMweb only
 
         return DicomWebClient(settings)
-    from medseg.pacs.dimse import DimseClient
+    from medseg.pacs.dimse import DimseClient  # pynetdicom: loaded for DIMSE only
 
     return DimseClient(settings)

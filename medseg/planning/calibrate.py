@@ -47,7 +47,7 @@ def measure_cpu_speed(threads: int) -> float:
     import torch
     from monai.losses import DiceCELoss
 
-    from medseg.models.networks import build_network
+    from medseg.models.networks import build_network  # MONAI: loaded when a network is built
 
     previous_threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()

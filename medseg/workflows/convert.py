@@ -254,8 +254,8 @@ def labels_to_dicom(
         InputError: unreadable inputs, a label map off the series' grid, an output that exists,
             or a file that does not read back as the label map.
     """
-    from medseg.io.rtstruct import read_rtstruct, write_rtstruct
-    from medseg.io.seg import check_seg, write_seg
+    from medseg.io.rtstruct import read_rtstruct, write_rtstruct  # highdicom: loaded for RTSTRUCT only
+    from medseg.io.seg import check_seg, write_seg  # highdicom: loaded for SEG only
 
     labels, series, output = Path(labels), Path(series), Path(output)
     if kind not in ("seg", "rtstruct"):

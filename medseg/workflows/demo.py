@@ -176,8 +176,8 @@ def run_demo(
         InputError: ``output`` is a file, or a folder holding other things than a demo's.
         ModelError: the model cannot be loaded, or the sample scan could not be segmented.
     """
-    from medseg.workflows.evaluate import evaluate, write_evaluation
-    from medseg.workflows.predict import PredictOptions, predict
+    from medseg.workflows.evaluate import evaluate, write_evaluation  # torch: the sample scan needs none
+    from medseg.workflows.predict import PredictOptions, predict  # torch and MONAI: the sample scan needs neither
 
     started = time.monotonic()
     out = _prepare_output(Path(output))

@@ -166,8 +166,8 @@ def _bundled_model(problems: list[str]) -> dict[str, Any]:
     try:
         import torch  # loaded here: a report on a broken torch must still come back
 
-        from medseg.models.bundled import bundled_model_path
-        from medseg.models.folder import load_model
+        from medseg.models.bundled import bundled_model_path  # with torch below: its failure is reported, not raised
+        from medseg.models.folder import load_model  # torch: a broken install is reported, not raised
 
         path = bundled_model_path()
         network, pipeline, facts = load_model(path, device="cpu")

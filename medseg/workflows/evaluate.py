@@ -392,7 +392,7 @@ def read_label_map(path: Path, *, reference: Volume | None = None) -> Volume:
     """
     if image_format(path) is None:  # DICOM: a SEG (.seg.dcm, .dcm or no ending)
         try:
-            from medseg.io.seg import read_seg
+            from medseg.io.seg import read_seg  # highdicom: loaded for SEG only
         except ImportError:
             raise InputError(f"{path}: reading DICOM SEG needs medseg.io.seg, which this installation lacks") from None
         return read_seg(path, reference=reference.geometry if reference is not None else None)

@@ -192,7 +192,7 @@ class Listener:
         from pynetdicom import AE, AllStoragePresentationContexts, evt
         from pynetdicom.sop_class import Verification
 
-        from medseg.pacs.dimse import RECEIVE_TRANSFER_SYNTAXES, set_no_delay
+        from medseg.pacs.dimse import RECEIVE_TRANSFER_SYNTAXES, set_no_delay  # pynetdicom: loaded for DIMSE only
 
         model = self._model
         if is_loaded(model):
@@ -282,7 +282,7 @@ class Listener:
     # -- receiving ------------------------------------------------------------------------
 
     def _handle_store(self, event: Any) -> int:
-        from medseg.pacs.dimse import write_received
+        from medseg.pacs.dimse import write_received  # pynetdicom: loaded for DIMSE only
 
         try:
             dataset = event.dataset
@@ -391,7 +391,7 @@ class Listener:
         self._set(series, SEGMENTED, outputs=outputs, message=f"{seconds:.1f} s")
 
     def _send(self, series: _Series) -> None:
-        from medseg.pacs.dimse import DimseClient
+        from medseg.pacs.dimse import DimseClient  # pynetdicom: loaded for DIMSE only
 
         try:
             peer = self._peer(series)

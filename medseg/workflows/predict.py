@@ -366,7 +366,7 @@ def _write_outputs(
         if "nifti" in tmp:
             write_image(labels, tmp["nifti"])
         if "seg" in tmp:
-            from medseg.io.seg import check_seg, write_seg
+            from medseg.io.seg import check_seg, write_seg  # highdicom: loaded for SEG only
 
             write_seg(labels, tmp["seg"], algorithm=_algorithm(segmenter))
             check = check_seg(tmp["seg"], labels)
@@ -374,7 +374,7 @@ def _write_outputs(
             if not check.ok:
                 raise InputError(f"{paths['seg']}: the SEG self-check failed: {check.message}")
         if "rtstruct" in tmp:
-            from medseg.io.rtstruct import write_rtstruct
+            from medseg.io.rtstruct import write_rtstruct  # highdicom: loaded for RTSTRUCT only
 
             write_rtstruct(labels, tmp["rtstruct"], algorithm=_algorithm(segmenter))
         if "stats_json" in tmp:
@@ -392,7 +392,7 @@ def _write_outputs(
 
 
 def _algorithm(segmenter: Segmenter):  # -> medseg.io.seg.AlgorithmIdentity
-    from medseg.io.seg import AlgorithmIdentity
+    from medseg.io.seg import AlgorithmIdentity  # highdicom: loaded for SEG only
 
     identity = segmenter.model_identity
     return AlgorithmIdentity(name=identity["name"], version=identity["version"])
