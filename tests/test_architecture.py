@@ -20,7 +20,11 @@ def lint(where: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(where)}
     return subprocess.run(
         [str(LINT), "--config", str(where / "pyproject.toml"), "--no-cache"],
-        cwd=where, env=env, capture_output=True, text=True, check=False,
+        cwd=where,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 
@@ -50,3 +54,27 @@ def test_an_import_against_the_direction_fails_the_check(tmp_path, module, line,
     assert result.returncode != 0
     assert f"{contract}" in result.stdout and "BROKEN" in result.stdout
     assert module.removesuffix(".py").replace("/", ".") in result.stdout
+
+
+#: What a function-level import of a medseg module may be there to defer (the CLI's defer all of them at once,
+#: so that `medseg --help` starts at once).
+DEFERRED = ("torch", "MONAI", "highdicom", "pynetdicom", "dicomweb-client")
+
+
+def test_a_lazy_import_of_medseg_says_what_it_defers():
+    import ast
+
+    unexplained = []
+    for path in sorted((ROOT / "medseg").rglob("*.py")):
+        if "cli" in path.relative_to(ROOT / "medseg").parts:
+            continue
+        lines = path.read_text().splitlines()
+        for function in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("medseg"):
+                    said = lines[node.lineno - 1] + lines[node.lineno - 2]
+                    if not any(name in said for name in DEFERRED):
+                        unexplained.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.module}")
+    assert unexplained == [], "lazy imports that defer none of " + ", ".join(DEFERRED)
